@@ -1,0 +1,11 @@
+//! monitoring-rs: a node-local log collector, store and query server.
+//!
+//! The data path runs top to bottom through these modules:
+//! [`watcher`] (file-system events) → [`log_collector`] (files to lines with
+//! checkpoints) → the store → the HTTP API. Each arrow is a narrow, typed
+//! interface, so each piece is tested alone.
+
+#![warn(missing_docs)]
+
+pub mod log_collector;
+pub mod watcher;

@@ -1,0 +1,277 @@
+//! One open file being tailed: reading it in large chunks and cutting the
+//! bytes into lines inside the batch buffer.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::batch::{Batch, FileId, LineKind};
+use super::fingerprint::{Fingerprint, MARKER_BYTES, marker};
+use crate::log_collector::checkpoint::{Checkpoint, CheckpointKey};
+use crate::watcher::WatchId;
+
+/// Bytes asked of the kernel per `read`.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Where a file stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Too short to fingerprint (no newline, under the head size): nothing
+    /// can be emitted yet, so it is not read.
+    Pending,
+    /// Its head matches another file's: probably a copy being made by
+    /// copytruncate. Not read until the original is truncated (then it takes
+    /// over the original's place) or `until` passes (then it is read whole).
+    Held { until: Instant },
+    /// Being read.
+    Reading,
+}
+
+/// What one turn of reading did.
+pub(super) struct Turn {
+    /// Bytes read from the file.
+    pub read: usize,
+    /// Whether lines were emitted (the checkpoint moved).
+    pub emitted: bool,
+    /// Whether reading stopped at end of file (rather than at the budget).
+    pub eof: bool,
+    /// Lines cut because they exceeded the maximum line size.
+    pub split: u64,
+}
+
+/// An open file and how far it has been read.
+pub(super) struct TailedFile {
+    pub id: FileId,
+    pub file: File,
+    pub dev: u64,
+    pub ino: u64,
+    pub watch: Option<WatchId>,
+    /// Root-relative paths that currently lead to this inode.
+    pub paths: BTreeSet<PathBuf>,
+    /// The label of its lines: the first path it was seen under.
+    pub source: Arc<str>,
+    pub fingerprint: Option<Fingerprint>,
+    pub phase: Phase,
+    /// Next byte to read.
+    pub read_offset: u64,
+    /// Bytes after the last newline, waiting for the rest of their line.
+    pub partial: Vec<u8>,
+    /// The last bytes before the emitted offset (for the offset marker).
+    window: Vec<u8>,
+    /// When no path under the root led here any more (rotated away, deleted).
+    pub retired_at: Option<Instant>,
+    /// When bytes were last read from it.
+    pub last_data: Instant,
+    pub at_eof: bool,
+    pub queued: bool,
+    /// The checkpoint moved since it was last published.
+    pub dirty: bool,
+    /// An event arrived: check for truncation before reading on.
+    pub check_needed: bool,
+}
+
+impl TailedFile {
+    pub fn new(id: FileId, file: File, (dev, ino): (u64, u64), source: Arc<str>) -> Self {
+        Self {
+            id,
+            file,
+            dev,
+            ino,
+            watch: None,
+            paths: BTreeSet::new(),
+            source,
+            fingerprint: None,
+            phase: Phase::Pending,
+            read_offset: 0,
+            partial: Vec::new(),
+            window: Vec::new(),
+            retired_at: None,
+            last_data: Instant::now(),
+            at_eof: false,
+            queued: false,
+            dirty: false,
+            check_needed: false,
+        }
+    }
+
+    /// Bytes of the file handed on as lines.
+    pub fn emitted_offset(&self) -> u64 {
+        self.read_offset - self.partial.len() as u64
+    }
+
+    pub fn key(&self) -> Option<CheckpointKey> {
+        self.fingerprint.map(|fingerprint| CheckpointKey {
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint,
+        })
+    }
+
+    /// The checkpoint for what has been emitted so far.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            key: self.key()?,
+            offset: self.emitted_offset(),
+            marker: marker(&self.window),
+            path: self.source.to_string(),
+        })
+    }
+
+    /// Positions the file at `offset` (a line boundary), with `window` the
+    /// bytes just before it.
+    pub fn seek(&mut self, offset: u64, window: Vec<u8>) {
+        self.read_offset = offset;
+        self.partial.clear();
+        self.window = window;
+        self.at_eof = false;
+    }
+
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn remember_emitted(&mut self, emitted: &[u8]) {
+        if emitted.len() >= MARKER_BYTES {
+            self.window.clear();
+            self.window
+                .extend_from_slice(&emitted[emitted.len() - MARKER_BYTES..]);
+        } else {
+            self.window.extend_from_slice(emitted);
+            let excess = self.window.len().saturating_sub(MARKER_BYTES);
+            self.window.drain(..excess);
+        }
+    }
+
+    /// Reads up to `budget` bytes and cuts them into lines in `batch`.
+    pub fn read_turn(
+        &mut self,
+        batch: &mut Batch,
+        budget: usize,
+        max_line_bytes: usize,
+    ) -> io::Result<Turn> {
+        let base = batch.buffered();
+        batch.data_mut().extend_from_slice(&self.partial);
+        self.partial.clear();
+        let mut turn = Turn {
+            read: 0,
+            emitted: false,
+            eof: false,
+            split: 0,
+        };
+        let mut line_start = base;
+        let mut scan_from = batch.buffered();
+        let result = loop {
+            if turn.read >= budget {
+                break Ok(());
+            }
+            let want = READ_CHUNK.min(budget - turn.read);
+            let n = match pread_append(&self.file, batch.data_mut(), want, self.read_offset) {
+                Ok(0) => {
+                    turn.eof = true;
+                    break Ok(());
+                }
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            self.read_offset += n as u64;
+            turn.read += n;
+            let end = batch.buffered();
+            let offset_at = |i: usize, read_offset: u64| read_offset - (end - i) as u64;
+            while let Some(nl) = memchr::memchr(b'\n', &batch.data()[scan_from..end]) {
+                let i = scan_from + nl;
+                batch.push_line(
+                    &self.source,
+                    self.id,
+                    (line_start, i),
+                    offset_at(i + 1, self.read_offset),
+                    LineKind::Complete,
+                );
+                line_start = i + 1;
+                scan_from = i + 1;
+            }
+            scan_from = end;
+            // Never hold more than one line's worth: cut an overlong line.
+            while end - line_start > max_line_bytes {
+                let cut = line_start + max_line_bytes;
+                batch.push_line(
+                    &self.source,
+                    self.id,
+                    (line_start, cut),
+                    offset_at(cut, self.read_offset),
+                    LineKind::Split,
+                );
+                turn.split += 1;
+                line_start = cut;
+            }
+        };
+        // Whatever follows the last newline waits in `partial` for its end.
+        let data = batch.data_mut();
+        self.partial.extend_from_slice(&data[line_start..]);
+        data.truncate(line_start);
+        if line_start > base {
+            turn.emitted = true;
+            // Borrow juggling: copy the emitted tail out first.
+            let emitted = &batch.data()[base..line_start];
+            let tail_start = emitted.len().saturating_sub(MARKER_BYTES);
+            let tail = emitted[tail_start..].to_vec();
+            self.remember_emitted(&tail);
+        }
+        if self.partial.is_empty() && self.partial.capacity() > 64 * 1024 {
+            self.partial = Vec::new();
+        }
+        self.at_eof = turn.eof;
+        result.map(|()| turn)
+    }
+
+    /// Hands on the bytes after the last newline as a line of their own
+    /// (the file ended, was truncated or is being dropped).
+    pub fn flush_partial(&mut self, batch: &mut Batch) -> bool {
+        if self.partial.is_empty() {
+            return false;
+        }
+        batch.push_owned_line(
+            &self.source,
+            self.id,
+            &self.partial,
+            self.read_offset,
+            LineKind::Unterminated,
+        );
+        let partial = std::mem::take(&mut self.partial);
+        self.remember_emitted(&partial);
+        true
+    }
+}
+
+/// Appends up to `want` bytes read at `offset` to `data`, without zeroing the
+/// buffer first.
+fn pread_append(file: &File, data: &mut Vec<u8>, want: usize, offset: u64) -> io::Result<usize> {
+    data.reserve(want);
+    let spare = data.spare_capacity_mut();
+    loop {
+        // SAFETY: `spare` has room for at least `want` bytes; pread writes at
+        // most `want` bytes into it and we only mark what it wrote as
+        // initialized.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                want,
+                offset as libc::off_t,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: pread initialized exactly `n` bytes past the length.
+            unsafe { data.set_len(data.len() + n) };
+            return Ok(n);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Collectors turn log files into lines, with the checkpoints that let a
+//! restart resume exactly after the last line handed on.
+//!
+//! - [`directory`]: every regular file under a root directory.
+//! - [`checkpoint`]: what a checkpoint is and the file that keeps them while
+//!   lines are only printed.
+
+pub mod checkpoint;
+pub mod directory;

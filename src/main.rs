@@ -1,0 +1,187 @@
+//! The `monitoring-rs` daemon: flags and wiring. The work is in the library.
+
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use monitoring_rs::log_collector::checkpoint::{CheckpointFile, CheckpointSet};
+use monitoring_rs::log_collector::directory::batch::Batch;
+use monitoring_rs::log_collector::directory::{DirectoryCollector, DirectoryConfig, ReadFrom};
+use monitoring_rs::watcher;
+use tracing_subscriber::EnvFilter;
+
+/// Which collector feeds the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CollectorKind {
+    /// Every file under --root-path, labelled with its path.
+    Directory,
+    /// Kubernetes container logs, labelled with their pod.
+    Kubernetes,
+}
+
+/// Where collected lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Print each line as a JSON object on stdout (for debugging).
+    Stdout,
+}
+
+/// A node-local log collector: tails log files, labels and keeps the lines,
+/// and serves them over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "monitoring-rs", version, about)]
+struct Args {
+    /// Which collector to run.
+    #[arg(long, env = "LOG_COLLECTOR", value_enum, ignore_case = true, default_value_t = CollectorKind::Kubernetes)]
+    log_collector: CollectorKind,
+
+    /// Directory to tail (default for kubernetes: /var/log/containers;
+    /// required for directory).
+    #[arg(long, env = "ROOT_PATH")]
+    root_path: Option<PathBuf>,
+
+    /// Where checkpoints (and the store) live.
+    #[arg(long, env = "DATA_DIRECTORY", default_value = "./.data")]
+    data_directory: PathBuf,
+
+    /// Address of the HTTP API.
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8000")]
+    listen: SocketAddr,
+
+    /// Where collected lines go.
+    #[arg(long, env = "OUTPUT", value_enum, ignore_case = true, default_value_t = Output::Stdout)]
+    output: Output,
+
+    /// Where to start files found at start-up that have no checkpoint.
+    #[arg(long, env = "READ_FROM", value_enum, ignore_case = true, default_value_t = ReadFrom::Head)]
+    read_from: ReadFrom,
+
+    /// Lines longer than this are split into pieces of this size.
+    #[arg(long, env = "MAX_LINE_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    max_line_bytes: u64,
+
+    /// How long a rotated or deleted file stays open after its last write.
+    #[arg(long, env = "ROTATE_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    rotate_wait: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    let args = Args::parse();
+    raise_open_file_limit();
+
+    let root = match (args.log_collector, &args.root_path) {
+        (CollectorKind::Directory, Some(root)) => root.clone(),
+        (CollectorKind::Directory, None) => {
+            bail!("--root-path (ROOT_PATH) is required with --log-collector directory")
+        }
+        (CollectorKind::Kubernetes, _) => bail!(
+            "--log-collector kubernetes is not available in this build yet; \
+             run with --log-collector directory --root-path <dir>"
+        ),
+    };
+    tracing::info!(root = %root.display(), output = ?args.output, "Starting the directory collector.");
+
+    let checkpoint_file = CheckpointFile::in_directory(&args.data_directory)
+        .context("cannot use --data-directory")?;
+    let mut checkpoints = checkpoint_file.load()?;
+    let config = DirectoryConfig {
+        read_from: args.read_from,
+        max_line_bytes: args.max_line_bytes as usize,
+        rotate_wait: args.rotate_wait,
+        ..DirectoryConfig::new(root)
+    };
+    let mut collector =
+        DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_thread(stop.clone(), collector.waker())?;
+
+    let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    let mut batch = Batch::default();
+    while !stop.load(Ordering::Relaxed) {
+        collector.next_batch(&mut batch, None)?;
+        if batch.is_idle() {
+            continue;
+        }
+        match print_batch(&mut out, &batch) {
+            Ok(()) => {}
+            // The reader went away (`| head`): stop without committing.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e).context("cannot write to stdout"),
+        }
+        checkpoints.apply(&batch.checkpoints, &batch.forgotten);
+        commit(&checkpoint_file, &checkpoints)?;
+    }
+    tracing::info!(stats = ?collector.stats(), "Stopped.");
+    Ok(())
+}
+
+fn print_batch(out: &mut impl Write, batch: &Batch) -> io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Printed<'a> {
+        path: &'a str,
+        line: std::borrow::Cow<'a, str>,
+    }
+    for line in batch.lines() {
+        serde_json::to_writer(
+            &mut *out,
+            &Printed {
+                path: line.source,
+                line: String::from_utf8_lossy(line.bytes),
+            },
+        )?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+fn commit(file: &CheckpointFile, checkpoints: &CheckpointSet) -> anyhow::Result<()> {
+    file.commit(checkpoints)
+        .context("cannot save checkpoints; lines printed since the last save will be printed again after a restart")
+}
+
+fn spawn_signal_thread(stop: Arc<AtomicBool>, waker: Arc<dyn watcher::Wake>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "Shutting down.");
+                stop.store(true, Ordering::Relaxed);
+                waker.wake();
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// A node has many log files and each open one costs a descriptor: use the
+/// hard limit rather than the (often 1024) soft one.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
