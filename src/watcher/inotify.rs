@@ -257,16 +257,21 @@ mod tests {
     use std::fs;
     use std::io::Write;
 
-    fn wait_for(watcher: &mut InotifyWatcher, pred: impl Fn(&Event) -> bool) -> Event {
+    /// Waits for an event matching `pred`, keeping the others in `seen` for
+    /// later calls (one read may return several events).
+    fn wait_for(
+        watcher: &mut InotifyWatcher,
+        seen: &mut Vec<Event>,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let mut events = Vec::new();
         loop {
-            if let Some(e) = events.iter().find(|e| pred(e)) {
-                return e.clone();
+            if let Some(i) = seen.iter().position(&pred) {
+                return seen.remove(i);
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            assert!(!left.is_zero(), "no matching event; got {events:?}");
-            watcher.wait_events(&mut events, Some(left)).unwrap();
+            assert!(!left.is_zero(), "no matching event; got {seen:?}");
+            watcher.wait_events(seen, Some(left)).unwrap();
         }
     }
 
@@ -274,34 +279,35 @@ mod tests {
     fn reports_directory_entries_and_file_writes() {
         let dir = tempfile::tempdir().unwrap();
         let mut watcher = InotifyWatcher::new().unwrap();
+        let mut seen = Vec::new();
         let d = watcher.watch_directory(dir.path()).unwrap();
 
         let path = dir.path().join("a.log");
         let mut file = fs::File::create(&path).unwrap();
-        let created = wait_for(&mut watcher, |e| e.kind == EventKind::Created);
+        let created = wait_for(&mut watcher, &mut seen, |e| e.kind == EventKind::Created);
         assert_eq!(created.watch, Some(d));
         assert_eq!(created.name.as_deref(), Some("a.log".as_ref()));
 
         let f = watcher.watch_file(&path).unwrap();
         file.write_all(b"x\n").unwrap();
-        let modified = wait_for(&mut watcher, |e| e.kind == EventKind::Modified);
+        let modified = wait_for(&mut watcher, &mut seen, |e| e.kind == EventKind::Modified);
         assert_eq!(modified.watch, Some(f));
 
         fs::rename(&path, dir.path().join("a.log.1")).unwrap();
-        wait_for(&mut watcher, |e| {
+        wait_for(&mut watcher, &mut seen, |e| {
             e.kind == EventKind::Moved && e.watch == Some(f)
         });
-        wait_for(&mut watcher, |e| {
+        wait_for(&mut watcher, &mut seen, |e| {
             e.kind == EventKind::Removed && e.name.as_deref() == Some("a.log".as_ref())
         });
 
         // Unlinking an open file is a link-count change, not its end.
         fs::remove_file(dir.path().join("a.log.1")).unwrap();
-        wait_for(&mut watcher, |e| {
+        wait_for(&mut watcher, &mut seen, |e| {
             e.kind == EventKind::MetadataChanged && e.watch == Some(f)
         });
         drop(file);
-        wait_for(&mut watcher, |e| {
+        wait_for(&mut watcher, &mut seen, |e| {
             e.kind == EventKind::Gone && e.watch == Some(f)
         });
         // The kernel dropped the watch; unwatching it again is fine.

@@ -183,6 +183,18 @@ impl TailedFile {
             let offset_at = |i: usize, read_offset: u64| read_offset - (end - i) as u64;
             while let Some(nl) = memchr::memchr(b'\n', &batch.data()[scan_from..end]) {
                 let i = scan_from + nl;
+                while i - line_start > max_line_bytes {
+                    let cut = line_start + max_line_bytes;
+                    batch.push_line(
+                        &self.source,
+                        self.id,
+                        (line_start, cut),
+                        offset_at(cut, self.read_offset),
+                        LineKind::Split,
+                    );
+                    turn.split += 1;
+                    line_start = cut;
+                }
                 batch.push_line(
                     &self.source,
                     self.id,
