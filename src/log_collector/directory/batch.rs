@@ -34,6 +34,14 @@ struct LineMeta {
     kind: LineKind,
 }
 
+/// A fill level of a batch; see [`Batch::mark`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Mark {
+    data: usize,
+    lines: usize,
+    sources: usize,
+}
+
 /// One line as read.
 #[derive(Clone, Copy, Debug)]
 pub struct Line<'a> {
@@ -101,6 +109,22 @@ impl Batch {
         self.sources.clear();
         self.checkpoints.clear();
         self.forgotten.clear();
+    }
+
+    /// Remembers how far the batch is filled, to undo a turn.
+    pub(super) fn mark(&self) -> Mark {
+        Mark {
+            data: self.data.len(),
+            lines: self.lines.len(),
+            sources: self.sources.len(),
+        }
+    }
+
+    /// Drops everything added since `mark`.
+    pub(super) fn rollback(&mut self, mark: Mark) {
+        self.data.truncate(mark.data);
+        self.lines.truncate(mark.lines);
+        self.sources.truncate(mark.sources);
     }
 
     /// Bytes buffered in the batch, lines and pending tails alike.

@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use self::batch::{Batch, FileId};
-use self::fingerprint::{Fingerprint, fingerprint, marker, window_before};
+use self::batch::{Batch, FileId, LineKind};
+use self::fingerprint::{Fingerprint, MARKER_BYTES, fingerprint, marker, window_before};
 use self::tailed::{Phase, TailedFile};
 use super::checkpoint::{Checkpoint, CheckpointKey, CheckpointSet};
 use crate::watcher::{Event, EventKind, Wake, WatchId, Watcher, WatcherError};
@@ -136,6 +136,16 @@ enum WatchOwner {
 struct Orphan {
     checkpoint: Checkpoint,
     since: Instant,
+    unfinished: Option<Unfinished>,
+}
+
+/// The bytes after the last newline of a file that was truncated.
+struct Unfinished {
+    bytes: Vec<u8>,
+    /// The bytes before them (for the marker once they are handed on).
+    window: Vec<u8>,
+    source: Arc<str>,
+    file: FileId,
 }
 
 /// Tails every regular file under a directory; see the module docs.
@@ -156,6 +166,10 @@ pub struct DirectoryCollector {
     retired: BTreeSet<FileId>,
     held: BTreeSet<FileId>,
     touched: Vec<FileId>,
+    /// Positions taken over by a copy or dropped, to forget in the next batch.
+    superseded: Vec<CheckpointKey>,
+    /// Positions changed outside of reading, to publish in the next batch.
+    changed: Vec<Checkpoint>,
     events: Vec<Event>,
     rescan_needed: bool,
     starting: bool,
@@ -190,6 +204,7 @@ impl DirectoryCollector {
                     Orphan {
                         checkpoint,
                         since: now,
+                        unfinished: None,
                     },
                 )
             })
@@ -210,6 +225,8 @@ impl DirectoryCollector {
             retired: BTreeSet::new(),
             held: BTreeSet::new(),
             touched: Vec::new(),
+            superseded: Vec::new(),
+            changed: Vec::new(),
             events: Vec::new(),
             rescan_needed: false,
             starting: true,
@@ -648,7 +665,7 @@ impl DirectoryCollector {
         self.files.insert(id, tailed);
         self.by_inode.insert(inode, id);
         self.owners.insert(watch, WatchOwner::File(id));
-        tracing::debug!(path = %full.display(), "Tailing file.");
+        tracing::debug!(path = %full.display(), ?inode, "Tailing file.");
         self.place(id)?;
         self.enqueue(id);
         Ok(Some(id))
@@ -712,7 +729,8 @@ impl DirectoryCollector {
             file.dirty = true;
             return self.start_reading(id, fp);
         }
-        // Another inode with this head: a copy of a file we know.
+        // Another inode with this head whose reading stopped: a copy made by
+        // copytruncate (or while we were down) continues where it stopped.
         let mut copy_in_progress = false;
         let candidates: Vec<CheckpointKey> = self
             .orphans
@@ -724,6 +742,7 @@ impl DirectoryCollector {
             let checkpoint = self.orphans[&candidate].checkpoint.clone();
             if resume_at(file, &checkpoint) {
                 self.orphans.remove(&candidate);
+                self.superseded.push(candidate);
                 self.stats.copies_adopted += 1;
                 tracing::info!(path = %file.source, offset = checkpoint.offset, "File is a copy of one already read; continuing where that stopped.");
                 file.dirty = true;
@@ -731,15 +750,65 @@ impl DirectoryCollector {
             }
             copy_in_progress |= file.size().is_ok_and(|size| size < checkpoint.offset);
         }
-        let original_live = self.heads.get(&fp).is_some_and(|other| *other != id);
-        let hold_until = match file.phase {
-            Phase::Held { until } => until,
-            _ => now + self.config.rotate_wait,
-        };
-        if (original_live || copy_in_progress) && now < hold_until {
-            file.phase = Phase::Held { until: hold_until };
-            self.held.insert(id);
-            return Ok(());
+        // A live file with this head: this one may be its copy, made just
+        // before the original is truncated.
+        if let Some(&original) = self.heads.get(&fp)
+            && original != id
+        {
+            let file = &self.files[&id];
+            let copied = prefix_copy_len(file, &self.files[&original]);
+            // Not a prefix may mean the original was truncated before or
+            // during the comparison: handle that first, then decide again.
+            if copied.is_none() && self.changed_under_us(original) {
+                self.truncated(original)?;
+                return self.place(id);
+            }
+            let file = &self.files[&id];
+            match copied {
+                Some(verified) => {
+                    // Its bytes are the original's, read (or to be read)
+                    // there: wait for the original's truncation or end.
+                    let file = self.files.get_mut(&id).expect("checked above");
+                    tracing::debug!(path = %file.source, verified, "Holding a copy of a live file.");
+                    file.phase = Phase::Held {
+                        until: None,
+                        copy_of: Some(original),
+                        verified,
+                    };
+                    self.held.insert(id);
+                    return Ok(());
+                }
+                None => {
+                    if let Phase::Held {
+                        copy_of: Some(_),
+                        verified,
+                        ..
+                    } = file.phase
+                    {
+                        // It was a copy, then grew on its own: its own
+                        // bytes start where the copy ended.
+                        return self.start_copy_at(id, fp, verified);
+                    }
+                }
+            }
+        }
+        let file = self.files.get_mut(&id).expect("checked above");
+        if copy_in_progress {
+            let until = match file.phase {
+                Phase::Held {
+                    until: Some(until), ..
+                } => until,
+                _ => now + self.config.rotate_wait,
+            };
+            if now < until {
+                file.phase = Phase::Held {
+                    until: Some(until),
+                    copy_of: None,
+                    verified: 0,
+                };
+                self.held.insert(id);
+                return Ok(());
+            }
         }
         // A new file.
         if self.starting && self.config.read_from == ReadFrom::Tail {
@@ -747,6 +816,25 @@ impl DirectoryCollector {
             file.seek(offset, window);
             file.dirty = offset > 0;
         }
+        self.start_reading(id, fp)
+    }
+
+    /// Starts a copy after its first `offset` bytes, which its original
+    /// has handed on.
+    fn start_copy_at(
+        &mut self,
+        id: FileId,
+        fp: Fingerprint,
+        offset: u64,
+    ) -> Result<(), CollectorError> {
+        let file = self.files.get_mut(&id).expect("caller checked");
+        tracing::debug!(path = %file.source, offset, "Starting a copy after its copied bytes.");
+        let window = window_before(&file.file, offset)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        file.seek(offset, window);
+        file.dirty = offset > 0;
         self.start_reading(id, fp)
     }
 
@@ -762,24 +850,34 @@ impl DirectoryCollector {
 
     /// The file's head or size no longer matches what was read: its old
     /// position is kept for a copy to take over, and it is read anew.
-    fn truncated(&mut self, id: FileId, batch: &mut Batch) -> Result<(), CollectorError> {
+    fn truncated(&mut self, id: FileId) -> Result<(), CollectorError> {
         let Some(file) = self.files.get_mut(&id) else {
             return Ok(());
         };
         tracing::info!(path = %file.source, offset = file.read_offset, "File was truncated; reading it from the start.");
         self.stats.truncations += 1;
-        file.flush_partial(batch);
-        let old = file.checkpoint();
-        let old_fp = file.fingerprint.take();
+        let old_fp = file.fingerprint;
+        let checkpoint = file.checkpoint();
+        // An unfinished last line stays with the old position: a copy that
+        // takes over re-reads it whole; if none does, it is handed on as it
+        // is once `rotate_wait` passes.
+        let unfinished = Unfinished {
+            bytes: std::mem::take(&mut file.partial),
+            window: file.window().to_vec(),
+            source: file.source.clone(),
+            file: id,
+        };
+        file.fingerprint = None;
         file.seek(0, Vec::new());
         file.phase = Phase::Pending;
-        if let Some(checkpoint) = old {
-            batch.checkpoints.push(checkpoint.clone());
+        if let Some(checkpoint) = checkpoint {
+            self.changed.push(checkpoint.clone());
             self.orphans.insert(
                 checkpoint.key,
                 Orphan {
                     checkpoint,
                     since: Instant::now(),
+                    unfinished: (!unfinished.bytes.is_empty()).then_some(unfinished),
                 },
             );
         }
@@ -794,11 +892,11 @@ impl DirectoryCollector {
         for other in held {
             self.place(other)?;
         }
-        self.trim_orphans(batch);
+        self.trim_orphans();
         Ok(())
     }
 
-    fn trim_orphans(&mut self, batch: &mut Batch) {
+    fn trim_orphans(&mut self) {
         if self.orphans.len() <= MAX_ORPHANS {
             return;
         }
@@ -807,7 +905,7 @@ impl DirectoryCollector {
         by_age.sort();
         for (_, key) in by_age.iter().take(self.orphans.len() - MAX_ORPHANS) {
             self.orphans.remove(key);
-            batch.forgotten.push(*key);
+            self.superseded.push(*key);
         }
     }
 
@@ -875,8 +973,8 @@ impl DirectoryCollector {
             }
             Phase::Reading => {}
         }
-        if std::mem::take(&mut file.check_needed) && self.changed_under_us(id)? {
-            self.truncated(id, batch)?;
+        if std::mem::take(&mut file.check_needed) && self.changed_under_us(id) {
+            self.truncated(id)?;
         }
         let Some(file) = self.files.get_mut(&id) else {
             return Ok(false);
@@ -884,12 +982,18 @@ impl DirectoryCollector {
         if file.phase != Phase::Reading {
             return Ok(false);
         }
+        let start = file.read_offset;
         let turn = file
             .read_turn(batch, self.config.file_budget, self.config.max_line_bytes)
             .map_err(|e| CollectorError::Root {
                 path: PathBuf::from(&*file.source),
                 source: e,
             })?;
+        tracing::trace!(path = %file.source, ino = file.ino, start, read = turn.read, eof = turn.eof, replaced = turn.replaced, "Turn.");
+        if turn.replaced {
+            self.truncated(id)?;
+            return Ok(true);
+        }
         if turn.read > 0 {
             file.last_data = Instant::now();
         }
@@ -904,20 +1008,23 @@ impl DirectoryCollector {
     }
 
     /// Whether the file shrank below what was read or got a new head.
-    fn changed_under_us(&self, id: FileId) -> Result<bool, CollectorError> {
-        let file = &self.files[&id];
-        let size = match file.size() {
-            Ok(size) => size,
-            Err(_) => return Ok(false),
+    fn changed_under_us(&self, id: FileId) -> bool {
+        let Some(file) = self.files.get(&id) else {
+            return false;
         };
-        if size < file.read_offset {
-            return Ok(true);
+        match file.size() {
+            Ok(size) if size < file.read_offset => true,
+            Ok(_) => {
+                file.read_offset > 0 && fingerprint(&file.file).ok().flatten() != file.fingerprint
+            }
+            Err(_) => false,
         }
-        Ok(file.read_offset > 0 && fingerprint(&file.file).ok().flatten() != file.fingerprint)
     }
 
     /// Adds the checkpoints of files that moved to the batch.
     fn publish(&mut self, batch: &mut Batch) {
+        batch.checkpoints.append(&mut self.changed);
+        batch.forgotten.append(&mut self.superseded);
         for id in self.touched.drain(..) {
             if let Some(file) = self.files.get_mut(&id)
                 && std::mem::take(&mut file.dirty)
@@ -949,20 +1056,25 @@ impl DirectoryCollector {
             .held
             .iter()
             .filter_map(|id| match self.files.get(id)?.phase {
-                Phase::Held { until } => Some(until),
+                Phase::Held { until, .. } => until,
                 _ => None,
             });
-        let orphans = self
-            .orphans
-            .values()
-            .map(|o| o.since + ORPHAN_TTL.max(self.config.rotate_wait * 2));
+        let orphans = self.orphans.values().map(|o| {
+            if o.unfinished.is_some() {
+                o.since + self.config.rotate_wait
+            } else {
+                o.since + ORPHAN_TTL.max(self.config.rotate_wait * 2)
+            }
+        });
         closes.chain(holds).chain(orphans).min()
     }
 
     fn service_deadlines(&mut self, batch: &mut Batch, now: Instant) -> Result<(), CollectorError> {
         let held: Vec<FileId> = self.held.iter().copied().collect();
         for id in held {
-            if let Some(Phase::Held { until }) = self.files.get(&id).map(|f| f.phase)
+            if let Some(Phase::Held {
+                until: Some(until), ..
+            }) = self.files.get(&id).map(|f| f.phase)
                 && now >= until
             {
                 self.place(id)?;
@@ -989,6 +1101,24 @@ impl DirectoryCollector {
             }
             self.close(id, batch);
         }
+        for orphan in self.orphans.values_mut() {
+            if now >= orphan.since + self.config.rotate_wait
+                && let Some(mut unfinished) = orphan.unfinished.take()
+            {
+                batch.push_owned_line(
+                    &unfinished.source,
+                    unfinished.file,
+                    &unfinished.bytes,
+                    orphan.checkpoint.offset + unfinished.bytes.len() as u64,
+                    LineKind::Unterminated,
+                );
+                unfinished.window.extend_from_slice(&unfinished.bytes);
+                let excess = unfinished.window.len().saturating_sub(MARKER_BYTES);
+                orphan.checkpoint.offset += unfinished.bytes.len() as u64;
+                orphan.checkpoint.marker = marker(&unfinished.window[excess..]);
+                batch.checkpoints.push(orphan.checkpoint.clone());
+            }
+        }
         let ttl = ORPHAN_TTL.max(self.config.rotate_wait * 2);
         let expired: Vec<CheckpointKey> = self
             .orphans
@@ -1011,19 +1141,48 @@ impl DirectoryCollector {
         let Some(mut file) = self.files.remove(&id) else {
             return;
         };
+        if let Some(fp) = file.fingerprint
+            && self.heads.get(&fp) == Some(&id)
+        {
+            self.heads.remove(&fp);
+        }
+        // Copies of this file hold only bytes it handed on: they continue
+        // after them.
+        let copies: Vec<(FileId, Option<u64>)> = self
+            .held
+            .iter()
+            .filter_map(|other| {
+                let copy = self.files.get(other)?;
+                match copy.phase {
+                    Phase::Held {
+                        copy_of: Some(original),
+                        ..
+                    } if original == id => Some((*other, prefix_copy_len(copy, &file))),
+                    _ => None,
+                }
+            })
+            .collect();
+        for (copy, verified) in copies {
+            let fp = self.files[&copy]
+                .fingerprint
+                .expect("held files have a head");
+            let result = match verified {
+                Some(offset) => self.start_copy_at(copy, fp, offset),
+                None => self.place(copy),
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "Could not place a copied file.");
+            }
+        }
         file.flush_partial(batch);
         self.by_inode.remove(&(file.dev, file.ino));
         if let Some(watch) = file.watch {
             self.owners.remove(&watch);
             let _ = self.watcher.unwatch(watch);
         }
-        if let Some(fp) = file.fingerprint
-            && self.heads.get(&fp) == Some(&id)
-        {
-            self.heads.remove(&fp);
-        }
         if let Some(key) = file.key() {
             batch.checkpoints.retain(|c| c.key != key);
+            self.changed.retain(|c| c.key != key);
             batch.forgotten.push(key);
         }
         tracing::debug!(path = %file.source, "Closed drained file.");
@@ -1040,6 +1199,18 @@ fn resume_at(file: &mut TailedFile, checkpoint: &Checkpoint) -> bool {
         }
         _ => false,
     }
+}
+
+/// If `copy` is byte for byte a prefix of `original` (same head, same bytes
+/// before its end), its length.
+fn prefix_copy_len(copy: &TailedFile, original: &TailedFile) -> Option<u64> {
+    let len = copy.size().ok()?;
+    if original.size().ok()? < len {
+        return None;
+    }
+    let a = window_before(&copy.file, len).ok()??;
+    let b = window_before(&original.file, len).ok()??;
+    (a == b).then_some(len)
 }
 
 /// The end of the last complete line, and the bytes before it.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::{Batch, FileId, LineKind};
-use super::fingerprint::{Fingerprint, MARKER_BYTES, marker};
+use super::fingerprint::{Fingerprint, MARKER_BYTES, fingerprint, marker};
 use crate::log_collector::checkpoint::{Checkpoint, CheckpointKey};
 use crate::watcher::WatchId;
 
@@ -23,10 +23,17 @@ pub(super) enum Phase {
     /// Too short to fingerprint (no newline, under the head size): nothing
     /// can be emitted yet, so it is not read.
     Pending,
-    /// Its head matches another file's: probably a copy being made by
+    /// Its head matches another file's: probably a copy made by
     /// copytruncate. Not read until the original is truncated (then it takes
-    /// over the original's place) or `until` passes (then it is read whole).
-    Held { until: Instant },
+    /// over the original's place) or ends, or `until` passes.
+    Held {
+        /// When to stop waiting and read it as a file of its own.
+        until: Option<Instant>,
+        /// The live file it is a byte-for-byte prefix of.
+        copy_of: Option<FileId>,
+        /// Its length when last found to be such a prefix.
+        verified: u64,
+    },
     /// Being read.
     Reading,
 }
@@ -41,6 +48,9 @@ pub(super) struct Turn {
     pub eof: bool,
     /// Lines cut because they exceeded the maximum line size.
     pub split: u64,
+    /// The bytes before the read offset changed while reading: the file was
+    /// truncated and rewritten. Nothing of this turn was kept.
+    pub replaced: bool,
 }
 
 /// An open file and how far it has been read.
@@ -121,6 +131,11 @@ impl TailedFile {
         })
     }
 
+    /// The bytes just before the emitted offset (at most [`MARKER_BYTES`]).
+    pub fn window(&self) -> &[u8] {
+        &self.window
+    }
+
     /// Positions the file at `offset` (a line boundary), with `window` the
     /// bytes just before it.
     pub fn seek(&mut self, offset: u64, window: Vec<u8>) {
@@ -153,6 +168,16 @@ impl TailedFile {
         budget: usize,
         max_line_bytes: usize,
     ) -> io::Result<Turn> {
+        let mark = batch.mark();
+        let start_offset = self.read_offset;
+        let partial_len = self.partial.len();
+        // The bytes just before the read offset as we read them, to check
+        // afterwards that the file was not rewritten under us.
+        let mut expected = self.window.clone();
+        expected.extend_from_slice(&self.partial);
+        let keep = expected.len().min(MARKER_BYTES).min(start_offset as usize);
+        expected.drain(..expected.len() - keep);
+
         let base = batch.buffered();
         batch.data_mut().extend_from_slice(&self.partial);
         self.partial.clear();
@@ -161,6 +186,7 @@ impl TailedFile {
             emitted: false,
             eof: false,
             split: 0,
+            replaced: false,
         };
         let mut line_start = base;
         let mut scan_from = batch.buffered();
@@ -220,6 +246,22 @@ impl TailedFile {
                 line_start = cut;
             }
         };
+        // copytruncate can empty the file and let it grow past our offset
+        // between two looks: new bytes would then be read as the middle of
+        // old lines. If the bytes before the offset changed, undo the turn.
+        if turn.read > 0 && self.fingerprint.is_some() && !self.still_there(start_offset, &expected)
+        {
+            self.partial = batch.data()[base..base + partial_len].to_vec();
+            self.read_offset = start_offset;
+            batch.rollback(mark);
+            return Ok(Turn {
+                read: 0,
+                emitted: false,
+                eof: false,
+                split: 0,
+                replaced: true,
+            });
+        }
         // Whatever follows the last newline waits in `partial` for its end.
         let data = batch.data_mut();
         self.partial.extend_from_slice(&data[line_start..]);
@@ -237,6 +279,18 @@ impl TailedFile {
         }
         self.at_eof = turn.eof;
         result.map(|()| turn)
+    }
+
+    /// Whether the file still has the head we know and holds `expected`
+    /// just before `offset`. (The bytes before the offset alone can repeat
+    /// from line to line; a rewritten file almost never keeps its first line.)
+    fn still_there(&self, offset: u64, expected: &[u8]) -> bool {
+        let mut now = vec![0u8; expected.len()];
+        let start = offset - expected.len() as u64;
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(&mut now, start).is_ok()
+            && now == expected
+            && fingerprint(&self.file).ok().flatten() == self.fingerprint
     }
 
     /// Hands on the bytes after the last newline as a line of their own
