@@ -183,11 +183,16 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn peak_rss_mib() -> f64 {
-    // SAFETY: as above; ru_maxrss is in KiB on Linux.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
+/// A memory figure of this process from /proc/self/status, in MiB.
+/// (getrusage's ru_maxrss would include the parent's peak across exec.)
+fn status_mib(field: &str) -> f64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn tail_once(root: &Path, expected: u64) -> Run {
@@ -239,6 +244,7 @@ fn main() {
         let mut file = File::open(entry.unwrap().path()).unwrap();
         std::io::copy(&mut file, &mut std::io::sink()).unwrap();
     }
+    let baseline = status_mib("VmRSS:");
     println!(
         "directory collector, {} files, {:.0} MiB of CRI logs, from the head, one core",
         FILES,
@@ -277,5 +283,9 @@ fn main() {
         median(results.iter().map(|r| r.2).collect()),
         median(results.iter().map(|r| r.3).collect()),
     );
-    println!("peak RSS of the process: {:.1} MiB", peak_rss_mib());
+    println!(
+        "RSS before the first run {baseline:.1} MiB, after the last {:.1} MiB, peak {:.1} MiB",
+        status_mib("VmRSS:"),
+        status_mib("VmHWM:")
+    );
 }
