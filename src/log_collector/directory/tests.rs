@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::batch::{Batch, LineKind};
 use super::*;
 use crate::log_collector::checkpoint::CheckpointSet;
+use crate::watcher::EventKind;
 use crate::watcher::inotify::InotifyWatcher;
 use crate::watcher::mock::{MockHandle, mock_watcher};
 
