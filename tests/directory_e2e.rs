@@ -175,7 +175,26 @@ fn every_line_exactly_once_across_rotations_and_restarts() {
     let mut batch = Batch::default();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        assert!(Instant::now() < deadline, "lines still missing after 90 s");
+        if Instant::now() >= deadline {
+            let report: Vec<String> = seen
+                .iter()
+                .enumerate()
+                .map(|(w, lines)| {
+                    let mut seqs: Vec<u64> = lines.iter().map(|(_, s, _)| *s).collect();
+                    seqs.sort_unstable();
+                    let total = totals.as_ref().map_or(0, |t| t[w]);
+                    let missing: Vec<u64> = (0..total)
+                        .filter(|s| seqs.binary_search(s).is_err())
+                        .take(5)
+                        .collect();
+                    format!(
+                        "writer {w}: {} of {total}, first missing {missing:?}",
+                        seqs.len()
+                    )
+                })
+                .collect();
+            panic!("lines still missing after 90 s: {report:?}");
+        }
         let c = collector.as_mut().unwrap();
         c.next_batch(&mut batch, Some(Duration::from_millis(20)))
             .unwrap();

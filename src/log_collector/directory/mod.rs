@@ -420,7 +420,9 @@ impl DirectoryCollector {
         match file.size() {
             Ok(size) if size < file.read_offset => true,
             Ok(_) => {
-                file.read_offset > 0 && fingerprint(&file.file).ok().flatten() != file.fingerprint
+                // Also at offset 0: an emptied file has lost the head we know.
+                file.fingerprint.is_some()
+                    && fingerprint(&file.file).ok().flatten() != file.fingerprint
             }
             Err(_) => false,
         }

@@ -591,3 +591,44 @@ fn a_missing_root_is_a_clear_error() {
         .to_string();
     assert!(error.contains("--root-path"), "{error}");
 }
+
+/// The thread's voluntary context switches so far (each is a wake-up).
+fn wakeups(tid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_idle_collector_sleeps() {
+    let mut t = Tail::new();
+    append(&t.path("a.log"), &numbered("a", 0..3));
+    t.start();
+    t.pump();
+    let mut collector = t.collector.take().unwrap();
+    let waker = collector.waker();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        let mut batch = Batch::default();
+        collector.next_batch(&mut batch, None).unwrap();
+        batch.is_idle()
+    });
+    let tid = rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = wakeups(tid);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = wakeups(tid);
+    waker.wake();
+    assert!(
+        thread.join().unwrap(),
+        "woken without work, it returns an idle batch"
+    );
+    assert_eq!(before, after, "the collector woke up with nothing to do");
+}
