@@ -206,26 +206,14 @@ impl TailedFile {
             self.read_offset += n as u64;
             turn.read += n;
             let end = batch.buffered();
-            let offset_at = |i: usize, read_offset: u64| read_offset - (end - i) as u64;
             while let Some(nl) = memchr::memchr(b'\n', &batch.data()[scan_from..end]) {
                 let i = scan_from + nl;
-                while i - line_start > max_line_bytes {
-                    let cut = line_start + max_line_bytes;
-                    batch.push_line(
-                        &self.source,
-                        self.id,
-                        (line_start, cut),
-                        offset_at(cut, self.read_offset),
-                        LineKind::Split,
-                    );
-                    turn.split += 1;
-                    line_start = cut;
-                }
+                turn.split += self.push_pieces(batch, &mut line_start, i, max_line_bytes, end);
                 batch.push_line(
                     &self.source,
                     self.id,
                     (line_start, i),
-                    offset_at(i + 1, self.read_offset),
+                    self.offset_in_buffer(i + 1, end),
                     LineKind::Complete,
                 );
                 line_start = i + 1;
@@ -233,18 +221,7 @@ impl TailedFile {
             }
             scan_from = end;
             // Never hold more than one line's worth: cut an overlong line.
-            while end - line_start > max_line_bytes {
-                let cut = line_start + max_line_bytes;
-                batch.push_line(
-                    &self.source,
-                    self.id,
-                    (line_start, cut),
-                    offset_at(cut, self.read_offset),
-                    LineKind::Split,
-                );
-                turn.split += 1;
-                line_start = cut;
-            }
+            turn.split += self.push_pieces(batch, &mut line_start, end, max_line_bytes, end);
         };
         // copytruncate can empty the file and let it grow past our offset
         // between two looks: new bytes would then be read as the middle of
@@ -279,6 +256,38 @@ impl TailedFile {
         }
         self.at_eof = turn.eof;
         result.map(|()| turn)
+    }
+
+    /// The file offset of buffer position `i`, when the buffer ends at
+    /// `end` and that is the read offset.
+    fn offset_in_buffer(&self, i: usize, end: usize) -> u64 {
+        self.read_offset - (end - i) as u64
+    }
+
+    /// Emits `[line_start, upto)` as `max`-byte pieces while more than `max`
+    /// bytes remain; returns how many pieces.
+    fn push_pieces(
+        &self,
+        batch: &mut Batch,
+        line_start: &mut usize,
+        upto: usize,
+        max: usize,
+        end: usize,
+    ) -> u64 {
+        let mut pieces = 0;
+        while upto - *line_start > max {
+            let cut = *line_start + max;
+            batch.push_line(
+                &self.source,
+                self.id,
+                (*line_start, cut),
+                self.offset_in_buffer(cut, end),
+                LineKind::Split,
+            );
+            pieces += 1;
+            *line_start = cut;
+        }
+        pieces
     }
 
     /// Whether the file still has the head we know and holds `expected`

@@ -139,6 +139,15 @@ fn append(path: &Path, text: &str) {
         .unwrap();
 }
 
+fn truncate(path: &Path) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 fn numbered(prefix: &str, range: std::ops::Range<usize>) -> String {
     range.map(|i| format!("{prefix} line {i:04}\n")).collect()
 }
@@ -277,12 +286,7 @@ fn copytruncate_with_the_copy_in_the_root_reads_nothing_twice() {
     // original is truncated.
     append(&live, &numbered("a", 5..8));
     fs::copy(&live, t.path("app.log.1")).unwrap();
-    File::options()
-        .write(true)
-        .open(&live)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&live);
     append(&live, &numbered("b", 0..2));
     let mut lines = t.settle();
     lines.sort();
@@ -300,12 +304,7 @@ fn copytruncate_with_the_copy_elsewhere_restarts_from_zero() {
     t.start();
     assert_eq!(t.pump().len(), 5);
     fs::copy(&live, t.base.join("app.log.1")).unwrap();
-    File::options()
-        .write(true)
-        .open(&live)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&live);
     append(&live, &numbered("b", 0..2));
     assert_eq!(t.pump(), expect_numbered("b", 0..2));
     assert_eq!(t.collector().stats().truncations, 1);
@@ -319,12 +318,7 @@ fn truncation_is_seen_even_when_the_file_regrew_past_the_offset() {
     t.start();
     assert_eq!(t.pump().len(), 2);
     // Truncate and write more than before, all before the collector looks.
-    File::options()
-        .write(true)
-        .open(&live)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&live);
     append(&live, &numbered("longer-content", 0..6));
     assert_eq!(t.pump(), expect_numbered("longer-content", 0..6));
 }
