@@ -8,4 +8,5 @@
 #![warn(missing_docs)]
 
 pub mod log_collector;
+pub mod log_database;
 pub mod watcher;

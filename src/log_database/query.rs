@@ -1,0 +1,233 @@
+//! What a query asks for: stream matchers, a time range, line filters.
+
+use regex::bytes::Regex as BytesRegex;
+use regex::{Regex, RegexBuilder};
+
+use super::labels::Labels;
+
+/// How a matcher compares a label's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchOp {
+    /// `=`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `=~` (fully anchored)
+    Regex,
+    /// `!~` (fully anchored)
+    NotRegex,
+}
+
+/// Errors in what a query asks for: the client's mistake, worded for them.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QueryError {
+    /// A regular expression did not compile.
+    #[error("invalid regular expression {pattern:?}: {reason}")]
+    BadRegex {
+        /// The pattern as given.
+        pattern: String,
+        /// What the regex engine said.
+        reason: String,
+    },
+    /// Every matcher matches the empty string, so the query would select
+    /// every stream.
+    #[error(
+        "the selector must have at least one matcher that does not match the empty string, \
+         e.g. {{namespace=\"default\"}}"
+    )]
+    EmptySelector,
+    /// `start` is after `end`.
+    #[error("the start of the time range is after its end")]
+    BadRange,
+}
+
+/// Regexes are compiled with bounded size so a query cannot eat memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+fn compile(pattern: &str) -> Result<Regex, QueryError> {
+    RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| QueryError::BadRegex {
+            pattern: pattern.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// One stream matcher, e.g. `app=~"web.*"`.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    /// The label name.
+    pub name: String,
+    /// The comparison.
+    pub op: MatchOp,
+    /// The value or pattern.
+    pub value: String,
+    regex: Option<Regex>,
+}
+
+impl Matcher {
+    /// A matcher; regexes are compiled (anchored) here.
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, QueryError> {
+        let regex = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(compile(value)?),
+            _ => None,
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            op,
+            value: value.to_owned(),
+            regex,
+        })
+    }
+
+    /// A convenience for `name="value"`.
+    pub fn equal(name: &str, value: &str) -> Self {
+        Self::new(name, MatchOp::Equal, value).expect("equality never fails")
+    }
+
+    /// Whether a value (empty when the label is missing) matches.
+    pub fn matches_value(&self, value: &str) -> bool {
+        match self.op {
+            MatchOp::Equal => value == self.value,
+            MatchOp::NotEqual => value != self.value,
+            MatchOp::Regex => self.regex.as_ref().is_some_and(|r| r.is_match(value)),
+            MatchOp::NotRegex => !self.regex.as_ref().is_some_and(|r| r.is_match(value)),
+        }
+    }
+
+    /// Whether a stream's labels match.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.matches_value(labels.get(&self.name).unwrap_or(""))
+    }
+}
+
+/// Checks that a selector does not select everything.
+pub fn validate_selector(selector: &[Matcher]) -> Result<(), QueryError> {
+    if selector.iter().any(|m| !m.matches_value("")) {
+        Ok(())
+    } else {
+        Err(QueryError::EmptySelector)
+    }
+}
+
+/// A filter on line content.
+#[derive(Clone, Debug)]
+pub enum LineFilter {
+    /// `|= "text"`
+    Contains(Vec<u8>),
+    /// `!= "text"`
+    NotContains(Vec<u8>),
+    /// `|~ "re"` (unanchored, like Loki)
+    Regex(BytesRegex),
+    /// `!~ "re"`
+    NotRegex(BytesRegex),
+}
+
+impl LineFilter {
+    /// A regex filter (`negate` for `!~`), compiled with bounded size.
+    pub fn regex(pattern: &str, negate: bool) -> Result<Self, QueryError> {
+        let re = regex::bytes::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| QueryError::BadRegex {
+                pattern: pattern.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(if negate {
+            Self::NotRegex(re)
+        } else {
+            Self::Regex(re)
+        })
+    }
+
+    /// Whether a line passes.
+    pub fn keeps(&self, line: &[u8]) -> bool {
+        match self {
+            Self::Contains(needle) => memchr::memmem::find(line, needle).is_some(),
+            Self::NotContains(needle) => memchr::memmem::find(line, needle).is_none(),
+            Self::Regex(re) => re.is_match(line),
+            Self::NotRegex(re) => !re.is_match(line),
+        }
+    }
+}
+
+/// Which end of the range comes first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// A log query.
+#[derive(Clone, Debug)]
+pub struct Query {
+    /// Stream matchers, all of which must match.
+    pub selector: Vec<Matcher>,
+    /// Start of the range, ns, inclusive.
+    pub start: i64,
+    /// End of the range, ns, exclusive.
+    pub end: i64,
+    /// Order of results.
+    pub direction: Direction,
+    /// At most this many entries.
+    pub limit: usize,
+    /// Line filters, all of which must pass.
+    pub filters: Vec<LineFilter>,
+}
+
+impl Query {
+    /// A query for `selector` over all time, oldest first, no limit.
+    pub fn new(selector: Vec<Matcher>) -> Self {
+        Self {
+            selector,
+            start: i64::MIN,
+            end: i64::MAX,
+            direction: Direction::Forward,
+            limit: usize::MAX,
+            filters: Vec::new(),
+        }
+    }
+
+    /// Checks the selector and range.
+    pub fn validate(&self) -> Result<(), QueryError> {
+        validate_selector(&self.selector)?;
+        if self.start > self.end {
+            return Err(QueryError::BadRange);
+        }
+        Ok(())
+    }
+
+    /// Whether a line passes every filter.
+    pub fn keeps(&self, line: &[u8]) -> bool {
+        self.filters.iter().all(|f| f.keeps(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regex_matchers_are_anchored_and_bounded() {
+        let m = Matcher::new("app", MatchOp::Regex, "web.*").unwrap();
+        assert!(m.matches_value("web-1"));
+        assert!(!m.matches_value("my-web"));
+        assert!(Matcher::new("app", MatchOp::Regex, "(").is_err());
+        assert!(Matcher::new("app", MatchOp::Regex, "a{100000}{100000}").is_err());
+        let missing = Matcher::new("team", MatchOp::NotEqual, "x").unwrap();
+        assert!(missing.matches(&Labels::new([("app", "web")])));
+    }
+
+    #[test]
+    fn a_selector_needs_a_non_empty_matcher() {
+        let all = vec![Matcher::new("app", MatchOp::Regex, ".*").unwrap()];
+        assert_eq!(validate_selector(&all), Err(QueryError::EmptySelector));
+        assert!(validate_selector(&[Matcher::equal("app", "web")]).is_ok());
+    }
+}
