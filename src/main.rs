@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use monitoring_rs::ingest::{self, Flusher};
 use monitoring_rs::log_collector::checkpoint::{CheckpointFile, CheckpointSet};
 use monitoring_rs::log_collector::directory::batch::Batch;
 use monitoring_rs::log_collector::directory::{DirectoryCollector, DirectoryConfig, ReadFrom};
+use monitoring_rs::log_database::{Config as StoreConfig, Database, now_ns};
 use monitoring_rs::watcher;
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +30,8 @@ enum CollectorKind {
 /// Where collected lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Output {
+    /// The embedded log store in --data-directory.
+    Store,
     /// Print each line as a JSON object on stdout (for debugging).
     Stdout,
 }
@@ -55,8 +59,22 @@ struct Args {
     listen: SocketAddr,
 
     /// Where collected lines go.
-    #[arg(long, env = "OUTPUT", value_enum, ignore_case = true, default_value_t = Output::Stdout)]
+    #[arg(long, env = "OUTPUT", value_enum, ignore_case = true, default_value_t = Output::Store)]
     output: Output,
+
+    /// Entries older than this are deleted.
+    #[arg(long, env = "RETENTION_PERIOD", default_value = "7d", value_parser = humantime::parse_duration)]
+    retention_period: Duration,
+
+    /// The oldest entries are deleted while the store is larger than this
+    /// (e.g. 10GiB, 500MB).
+    #[arg(long, env = "RETENTION_SIZE", default_value = "10GiB", value_parser = parse_size)]
+    retention_size: u64,
+
+    /// Written entries are made durable within this time; a crash re-reads
+    /// at most this much from the log files.
+    #[arg(long, env = "FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    flush_interval: Duration,
 
     /// Where to start files found at start-up that have no checkpoint.
     #[arg(long, env = "READ_FROM", value_enum, ignore_case = true, default_value_t = ReadFrom::Head)]
@@ -112,20 +130,74 @@ fn run() -> anyhow::Result<()> {
         ),
     };
     tracing::info!(root = %root.display(), output = ?args.output, "Starting the directory collector.");
-
-    let checkpoint_file = CheckpointFile::in_directory(&args.data_directory)
-        .context("cannot use --data-directory")?;
-    let mut checkpoints = checkpoint_file.load()?;
     let config = DirectoryConfig {
         read_from: args.read_from,
         max_line_bytes: args.max_line_bytes as usize,
         rotate_wait: args.rotate_wait,
         ..DirectoryConfig::new(root)
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    match args.output {
+        Output::Store => run_into_store(&args, config, stop),
+        Output::Stdout => run_to_stdout(&args, config, stop),
+    }
+}
+
+/// Collects into the embedded store; checkpoints live in the store.
+fn run_into_store(
+    args: &Args,
+    config: DirectoryConfig,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let store_config = StoreConfig {
+        retention_period: args.retention_period,
+        retention_size: args.retention_size,
+        ..StoreConfig::default()
+    };
+    let (db, report) = Database::open(&args.data_directory, store_config)
+        .context("cannot open the log store in --data-directory")?;
+    let db = Arc::new(db);
+    tracing::info!(?report, stats = ?db.stats(), "Opened the log store.");
+    let checkpoints = CheckpointSet::from_store(&db.checkpoints());
     let mut collector =
         DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
+    spawn_signal_thread(stop.clone(), collector.waker())?;
+    let flusher =
+        Flusher::start(db.clone(), args.flush_interval).context("cannot start the flusher")?;
+    let mut batch = Batch::default();
+    let result = (|| -> anyhow::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            collector.next_batch(&mut batch, None)?;
+            if batch.is_idle() {
+                continue;
+            }
+            let write = ingest::directory_batch(&batch, now_ns());
+            if !ingest::write_patiently(&db, &write, &stop)? {
+                break;
+            }
+            flusher.notify();
+        }
+        Ok(())
+    })();
+    // Whatever happened, make what was written durable before exiting.
+    flusher
+        .stop()
+        .context("cannot flush the log store on shutdown")?;
+    tracing::info!(collector = ?collector.stats(), store = ?db.stats(), "Stopped.");
+    result
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
+/// Prints lines to stdout; checkpoints go to a file in the data directory.
+fn run_to_stdout(
+    args: &Args,
+    config: DirectoryConfig,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let checkpoint_file = CheckpointFile::in_directory(&args.data_directory)
+        .context("cannot use --data-directory")?;
+    let mut checkpoints = checkpoint_file.load()?;
+    let mut collector =
+        DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
     spawn_signal_thread(stop.clone(), collector.waker())?;
 
     let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
@@ -146,6 +218,37 @@ fn run() -> anyhow::Result<()> {
     }
     tracing::info!(stats = ?collector.stats(), "Stopped.");
     Ok(())
+}
+
+/// Parses sizes like `10GiB`, `500MB`, `1024`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 10GiB or 500MB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "ki" | "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mi" | "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gi" | "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "ti" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}; use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn print_batch(out: &mut impl Write, batch: &Batch) -> io::Result<()> {
@@ -202,6 +305,48 @@ fn raise_open_file_limit() {
         {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(
+            parse_size("10 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn flags_parse_and_env_names_are_kept() {
+        let args = Args::try_parse_from([
+            "monitoring-rs",
+            "--log-collector",
+            "DIRECTORY",
+            "--root-path",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(args.log_collector, CollectorKind::Directory);
+        assert_eq!(args.output, Output::Store);
+        assert_eq!(args.retention_size, 10 << 30);
+        use clap::CommandFactory;
+        let command = Args::command();
+        let envs: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for env in ["LOG_COLLECTOR", "ROOT_PATH", "DATA_DIRECTORY", "LISTEN"] {
+            assert!(envs.iter().any(|e| e == env), "{env} missing");
         }
     }
 }

@@ -43,6 +43,26 @@ pub struct Checkpoint {
     pub path: String,
 }
 
+/// Prefix of the keys under which a store keeps file checkpoints.
+const STORE_PREFIX: &str = "file:";
+
+impl CheckpointKey {
+    /// The key under which a store keeps this file's checkpoint.
+    pub fn store_key(&self) -> String {
+        format!(
+            "{STORE_PREFIX}{}:{}:{}",
+            self.dev, self.ino, self.fingerprint
+        )
+    }
+}
+
+impl Checkpoint {
+    /// The bytes a store keeps for this checkpoint.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("checkpoints always serialize")
+    }
+}
+
 /// The set of checkpoints a consumer keeps, updated batch by batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointSet {
@@ -55,6 +75,26 @@ impl CheckpointSet {
         Self {
             entries: list.into_iter().map(|c| (c.key, c)).collect(),
         }
+    }
+
+    /// Reads the file checkpoints out of a store's checkpoint map (other keys
+    /// belong to other sources). An entry that does not decode is skipped
+    /// with a warning: its file is then read per `--read-from`.
+    pub fn from_store(map: &BTreeMap<String, Vec<u8>>) -> Self {
+        let list = map
+            .iter()
+            .filter(|(key, _)| key.starts_with(STORE_PREFIX))
+            .filter_map(
+                |(key, bytes)| match serde_json::from_slice::<Checkpoint>(bytes) {
+                    Ok(checkpoint) => Some(checkpoint),
+                    Err(error) => {
+                        tracing::warn!(key, %error, "Skipping an unreadable checkpoint.");
+                        None
+                    }
+                },
+            )
+            .collect();
+        Self::from_list(list)
     }
 
     /// Applies one batch's changes: updated checkpoints, then forgotten keys.
@@ -235,6 +275,19 @@ mod tests {
         let loaded = file.load().unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded.get(&checkpoint(1, 0).key).unwrap().offset, 15);
+    }
+
+    #[test]
+    fn checkpoints_round_trip_through_a_store_map() {
+        let set = CheckpointSet::from_list(vec![checkpoint(1, 10), checkpoint(2, 20)]);
+        let mut map: BTreeMap<String, Vec<u8>> = set
+            .to_list()
+            .iter()
+            .map(|c| (c.key.store_key(), c.to_bytes()))
+            .collect();
+        map.insert("other:source".into(), b"not ours".to_vec());
+        map.insert("file:garbage".into(), b"{".to_vec());
+        assert_eq!(CheckpointSet::from_store(&map), set);
     }
 
     #[test]

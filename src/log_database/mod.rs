@@ -98,6 +98,14 @@ pub enum StoreError {
     /// The query is malformed.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// Another process has the store open.
+    #[error(
+        "the log store at {path} is in use by another process; stop it or use another --data-directory"
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
 }
 
 fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
@@ -186,7 +194,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn add_stream(&mut self, id: StreamId, labels: Labels, unlogged: bool) -> &mut Stream {
+    fn add_stream(&mut self, id: StreamId, labels: &Labels, unlogged: bool) -> &mut Stream {
         if !self.streams.contains_key(&id) {
             for (n, v) in labels.iter() {
                 self.postings
@@ -199,7 +207,7 @@ impl Inner {
             self.streams.insert(
                 id,
                 Stream {
-                    labels: Arc::new(labels),
+                    labels: Arc::new(labels.clone()),
                     blocks: Vec::new(),
                     head: Entries::default(),
                     flushing: None,
@@ -298,6 +306,27 @@ pub struct Database {
     flush_errors: AtomicU64,
     corrupt: Arc<AtomicU64>,
     dropped: AtomicU64,
+    /// Held for the life of the store: one process per data directory.
+    _lock: File,
+}
+
+/// Takes an exclusive lock on the data directory.
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(StoreError::Locked {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(file)
 }
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -313,7 +342,8 @@ pub(crate) fn segment_path(partitions: &Path, partition: u32, segment: u32) -> P
         .join(format!("{segment:08}.seg"))
 }
 
-fn now_ns() -> i64 {
+/// The current time in ns since the Unix epoch (0 if the clock is before it).
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -325,6 +355,7 @@ impl Database {
     pub fn open(dir: &Path, config: Config) -> Result<(Self, RecoveryReport), StoreError> {
         let partitions = dir.join("partitions");
         fs::create_dir_all(&partitions).map_err(io_err(&partitions))?;
+        let lock = lock(dir)?;
         let (mut manifest, records, manifest_report) =
             Manifest::open(dir).map_err(io_err(dir.join("manifest.log")))?;
         let mut report = RecoveryReport {
@@ -344,8 +375,8 @@ impl Database {
                     next_segment: n,
                 } => {
                     inner = Inner::default();
-                    for (id, labels) in streams {
-                        inner.add_stream(id, labels, false);
+                    for (id, labels) in &streams {
+                        inner.add_stream(*id, labels, false);
                     }
                     blocks = b;
                     inner.durable = checkpoints.into_iter().collect();
@@ -356,8 +387,8 @@ impl Database {
                     blocks: b,
                     checkpoints,
                 } => {
-                    for (id, labels) in streams {
-                        inner.add_stream(id, labels, false);
+                    for (id, labels) in &streams {
+                        inner.add_stream(*id, labels, false);
                     }
                     blocks.extend(b);
                     for (key, value) in checkpoints {
@@ -463,6 +494,7 @@ impl Database {
             flush_errors: AtomicU64::new(0),
             corrupt: Arc::new(AtomicU64::new(0)),
             dropped: AtomicU64::new(0),
+            _lock: lock,
         };
         // Start from one clean snapshot: replays stay short, damage is gone.
         db.snapshot(&mut db.lock_writer())?;
@@ -485,7 +517,7 @@ impl Database {
     /// checkpoints become durable together at the next flush. When heads are
     /// large this flushes before returning. Fails only with
     /// [`StoreError::Backpressure`], and then nothing of the batch was taken.
-    pub fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    pub fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let flush_now = {
             let mut inner = self.write_inner();
             if inner.head_bytes >= self.config.max_head_bytes {
@@ -495,12 +527,12 @@ impl Database {
                 });
             }
             let mut big_head = false;
-            for stream in batch.streams {
+            for stream in &batch.streams {
                 if stream.entries.is_empty() {
                     continue;
                 }
                 let id = stream.labels.stream_id();
-                let s = inner.add_stream(id, stream.labels, true);
+                let s = inner.add_stream(id, &stream.labels, true);
                 let mut added = 0;
                 for (ts, line) in &stream.entries {
                     s.head.push(*ts, line);
@@ -509,8 +541,8 @@ impl Database {
                 big_head |= s.head.data.len() >= self.config.block_bytes;
                 inner.head_bytes += added;
             }
-            for (key, value) in batch.checkpoints {
-                inner.pending.insert(key, value);
+            for (key, value) in &batch.checkpoints {
+                inner.pending.insert(key.clone(), value.clone());
             }
             big_head || inner.head_bytes >= self.config.flush_bytes
         };

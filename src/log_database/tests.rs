@@ -113,7 +113,7 @@ fn run_model(ops: Vec<Op>) {
                     model.pending.insert(format!("k{key}"), value.clone());
                     batch.checkpoints.push((format!("k{key}"), value));
                 }
-                d.write(batch).unwrap();
+                d.write(&batch).unwrap();
             }
             Op::Flush => {
                 d.flush().unwrap();
@@ -262,7 +262,7 @@ fn cutting_the_commit_log_keeps_every_batch_committed_before_the_cut() {
     // After each flush: the log's length and the lines durable by then.
     let mut commits = Vec::new();
     for b in 0..8 {
-        db.write(entry_batch(
+        db.write(&entry_batch(
             b % 3,
             b as i64 * 100,
             50,
@@ -306,7 +306,7 @@ fn damaged_segments_and_flipped_bytes_never_serve_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = Database::open(dir.path(), manual_flush()).unwrap();
     for b in 0..6 {
-        db.write(entry_batch(b % 2, b as i64 * 100, 80, "src"))
+        db.write(&entry_batch(b % 2, b as i64 * 100, 80, "src"))
             .unwrap();
         db.flush().unwrap();
     }
@@ -338,7 +338,7 @@ fn damaged_segments_and_flipped_bytes_never_serve_garbage() {
             );
         }
         // The store keeps working after the damage.
-        db.write(entry_batch(0, 10_000, 5, "src")).unwrap();
+        db.write(&entry_batch(0, 10_000, 5, "src")).unwrap();
         db.flush().unwrap();
     }
 }
@@ -353,7 +353,7 @@ fn retention_deletes_whole_old_partitions_by_age_and_by_size() {
     };
     let (db, _) = Database::open(dir.path(), config.clone()).unwrap();
     for h in 0..6 {
-        db.write(WriteBatch {
+        db.write(&WriteBatch {
             streams: vec![StreamEntries {
                 labels: labels(h as usize % 2),
                 entries: vec![(h * hour + 5, format!("hour {h}").into_bytes())],
@@ -398,12 +398,12 @@ fn a_full_disk_loses_nothing_and_recovers_by_itself() {
         ..manual_flush()
     };
     let (db, _) = Database::open(dir.path(), config.clone()).unwrap();
-    db.write(entry_batch(0, 0, 10, "src")).unwrap();
+    db.write(&entry_batch(0, 0, 10, "src")).unwrap();
     db.flush().unwrap();
     let before = db.checkpoints();
 
     db.inject_write_fault(Some(io::ErrorKind::StorageFull));
-    db.write(entry_batch(0, 10, 10, "src")).unwrap();
+    db.write(&entry_batch(0, 10, 10, "src")).unwrap();
     let error = db.flush().unwrap_err().to_string();
     assert!(error.contains("log store"), "{error}");
     assert_eq!(db.stats().flush_errors, 1);
@@ -413,7 +413,7 @@ fn a_full_disk_loses_nothing_and_recovers_by_itself() {
     // Memory is bounded: once heads are full, writes are refused, not lost.
     let mut refused = None;
     for i in 2..100 {
-        if let Err(e) = db.write(entry_batch(1, i * 10, 10, "src")) {
+        if let Err(e) = db.write(&entry_batch(1, i * 10, 10, "src")) {
             refused = Some(e);
             break;
         }
@@ -454,7 +454,7 @@ fn large_heads_are_cut_into_blocks_by_size_and_hour() {
         labels: labels(0),
         entries: lines.clone(),
     });
-    db.write(batch).unwrap();
+    db.write(&batch).unwrap();
     db.flush().unwrap();
     let stats = db.stats();
     assert!(stats.chunks >= 8, "{stats:?}");
@@ -484,7 +484,7 @@ fn queries_run_while_writing() {
         let db = db.clone();
         std::thread::spawn(move || {
             for i in 0..300 {
-                db.write(entry_batch(0, i * 10, 10, "src")).unwrap();
+                db.write(&entry_batch(0, i * 10, 10, "src")).unwrap();
             }
             db.flush().unwrap();
         })
@@ -508,7 +508,7 @@ fn label_endpoints_answer_from_the_index() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = Database::open(dir.path(), Config::default()).unwrap();
     for s in 0..4 {
-        db.write(entry_batch(s, 0, 3, "src")).unwrap();
+        db.write(&entry_batch(s, 0, 3, "src")).unwrap();
     }
     assert_eq!(db.label_names(i64::MIN, i64::MAX), vec!["app", "team"]);
     assert_eq!(
@@ -536,4 +536,14 @@ fn label_endpoints_answer_from_the_index() {
     );
     let stats = db.stats();
     assert_eq!((stats.streams, stats.entries), (4, 12));
+}
+
+#[test]
+fn one_process_per_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Database::open(dir.path(), Config::default()).unwrap();
+    let error = Database::open(dir.path(), Config::default()).err().unwrap();
+    assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+    drop(db);
+    assert!(Database::open(dir.path(), Config::default()).is_ok());
 }
