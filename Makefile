@@ -3,7 +3,7 @@ CARGO ?= cargo
 # The folder `make run` tails (a small sample ships with the repository).
 ROOT ?= sample-logs
 
-.PHONY: build run test lint bench-collector
+.PHONY: build run test lint bench-collector bench-store
 
 build:
 	$(CARGO) build --release --locked
@@ -23,3 +23,7 @@ lint:
 # Tails a generated ~1 GiB CRI corpus from the head and prints throughput.
 bench-collector:
 	$(CARGO) bench --locked --bench collector
+
+# Ingests ~10M generated entries into a fresh store, then opens and queries it.
+bench-store:
+	$(CARGO) bench --locked --bench store

@@ -1,7 +1,7 @@
 //! How fast the directory collector turns files into lines with checkpoints.
 //!
 //! Generates (once, reused after) a corpus of CRI-format container logs under
-//! `target/bench/cri-corpus` — 200 files, ~1 GiB by default — then tails it
+//! `target/tmp/cri-corpus-<MiB>` — 200 files, ~1 GiB by default — then tails it
 //! from the head with a fresh collector several times and prints, per run and
 //! as the median: lines/s, MiB/s, CPU-seconds per GiB and peak RSS.
 //!
@@ -17,103 +17,11 @@ use monitoring_rs::log_collector::directory::batch::{Batch, LineKind};
 use monitoring_rs::log_collector::directory::{DirectoryCollector, DirectoryConfig};
 use monitoring_rs::watcher::platform_watcher;
 
+mod common;
+
+use common::{Rng, median, message, status_mib};
+
 const FILES: usize = 200;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A small deterministic generator, so every corpus is the same.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-const PATHS: &[&str] = &[
-    "/api/orders",
-    "/api/users/42",
-    "/healthz",
-    "/static/app.js",
-    "/api/checkout",
-    "/login",
-];
-const WORDS: &[&str] = &[
-    "connection",
-    "request",
-    "timeout",
-    "user",
-    "cache",
-    "miss",
-    "upstream",
-    "retry",
-    "session",
-    "token",
-    "query",
-    "db",
-    "slow",
-    "ok",
-];
-
-/// One realistic message: access logs, JSON logs, plain app logs, stack traces.
-fn message(rng: &mut Rng, out: &mut Vec<u8>) {
-    match rng.below(10) {
-        0..=3 => {
-            let status = [200, 200, 200, 201, 304, 404, 500][rng.below(7) as usize];
-            write!(
-                out,
-                "10.{}.{}.{} - - [20/Nov/2026:10:{:02}:{:02} +0000] \"GET {} HTTP/1.1\" {} {} \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\"",
-                rng.below(256), rng.below(256), rng.below(256), rng.below(60), rng.below(60),
-                PATHS[rng.below(PATHS.len() as u64) as usize], status, rng.below(50_000)
-            )
-            .unwrap();
-        }
-        4..=6 => {
-            write!(
-                out,
-                "{{\"level\":\"{}\",\"msg\":\"{} {}\",\"trace_id\":\"{:016x}\",\"duration_ms\":{},\"user\":{}}}",
-                ["info", "info", "warn", "error", "debug"][rng.below(5) as usize],
-                WORDS[rng.below(WORDS.len() as u64) as usize],
-                WORDS[rng.below(WORDS.len() as u64) as usize],
-                rng.next(), rng.below(2000), rng.below(100_000)
-            )
-            .unwrap();
-        }
-        7 | 8 => {
-            write!(
-                out,
-                "{} [{}] ",
-                ["INFO", "WARN", "ERROR", "DEBUG"][rng.below(4) as usize],
-                rng.below(64)
-            )
-            .unwrap();
-            for _ in 0..3 + rng.below(12) {
-                out.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
-                out.push(b' ');
-            }
-        }
-        _ => {
-            write!(
-                out,
-                "\tat com.example.service.Handler{}.handle(Handler.java:{})",
-                rng.below(40),
-                rng.below(900)
-            )
-            .unwrap();
-        }
-    }
-}
 
 /// Writes the corpus unless a complete one of this size is already there.
 fn corpus(total_bytes: u64) -> (PathBuf, u64) {
@@ -183,18 +91,6 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// A memory figure of this process from /proc/self/status, in MiB.
-/// (getrusage's ru_maxrss would include the parent's peak across exec.)
-fn status_mib(field: &str) -> f64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn tail_once(root: &Path, expected: u64) -> Run {
     let mut checkpoints = CheckpointSet::default();
     let (cpu0, start) = (cpu_time(), Instant::now());
@@ -229,15 +125,10 @@ fn tail_once(root: &Path, expected: u64) -> Run {
     run
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; this harness has no filters to apply.
-    let mib = env_usize("BENCH_CORPUS_MB", 1024) as u64;
-    let runs = env_usize("BENCH_RUNS", 5);
+    let mib = common::env_usize("BENCH_CORPUS_MB", 1024) as u64;
+    let runs = common::env_usize("BENCH_RUNS", 5);
     let (root, size) = corpus(mib << 20);
     // Warm the page cache so every run measures the collector, not the disk.
     for entry in fs::read_dir(&root).unwrap() {

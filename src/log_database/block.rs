@@ -1,23 +1,27 @@
-//! The on-disk block: one stream's entries over a short span, compressed.
+//! The on-disk block: the entries of one stream, or of several quiet streams
+//! packed together, over a short span, compressed.
 //!
 //! ```text
-//! ┌──────── header (40 bytes, little endian) ────────┬─ payload ─┬ crc32c ┐
-//! │ "MRB1" stream_id min_ts max_ts count raw_len plen │ zstd(...) │ 4 bytes │
-//! └───────────────────────────────────────────────────┴───────────┴─────────┘
+//! ┌──────── header (40 bytes, little endian) ─────────┬─ payload ─┬ crc32c ┐
+//! │ "MRB2" first_stream min_ts max_ts count plain plen │ zstd(...) │ 4 bytes │
+//! └────────────────────────────────────────────────────┴───────────┴─────────┘
 //! payload, before compression:
-//!   count × timestamp  (first as zigzag varint, then deltas; sorted)
-//!   count × line length (varint)
-//!   the line bytes, back to back
+//!   streams, then per stream: id (8 bytes) and entry count
+//!   per stream: its timestamps (first as zigzag varint, then deltas; sorted)
+//!   per stream: its line lengths (varints)
+//!   all line bytes, stream after stream
 //! ```
 //! Timestamps and lengths are their own columns so zstd sees the messages of
-//! one stream next to each other, which is where the ratio comes from. The CRC
-//! covers header and payload: a torn or flipped block is detected, never served.
+//! a stream next to each other, which is where the ratio comes from. Quiet
+//! streams share a block so that a flush of a few lines each does not make
+//! thousands of tiny blocks that compress badly. The CRC covers header and
+//! payload: a torn or flipped block is detected, never served.
 
 use std::io;
 
 use super::labels::StreamId;
 
-const MAGIC: &[u8; 4] = b"MRB1";
+const MAGIC: &[u8; 4] = b"MRB2";
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 40;
 /// Bytes after the payload.
@@ -127,67 +131,94 @@ fn corrupt(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("corrupt block: {what}"))
 }
 
-/// Encodes sorted `entries` of `stream` as a block; returns the bytes and the
-/// ref fields that do not depend on placement.
-pub fn encode(stream: StreamId, entries: &Entries, level: i32) -> io::Result<(Vec<u8>, BlockRef)> {
-    debug_assert!(entries.timestamps.windows(2).all(|w| w[0] <= w[1]));
-    let n = entries.len();
-    let mut plain = Vec::with_capacity(entries.data.len() + n * 4 + 16);
-    put_varint(&mut plain, n as u64);
-    let mut prev = 0i64;
-    for (i, &ts) in entries.timestamps.iter().enumerate() {
-        if i == 0 {
-            put_varint(&mut plain, ((ts << 1) ^ (ts >> 63)) as u64);
-        } else {
-            put_varint(&mut plain, ts.wrapping_sub(prev) as u64);
+/// Encodes the sorted entries of one or more streams as one block; returns
+/// the bytes and one ref per stream (placement fields left zero).
+pub fn encode(parts: &[(StreamId, &Entries)], level: i32) -> io::Result<(Vec<u8>, Vec<BlockRef>)> {
+    let total: usize = parts.iter().map(|(_, e)| e.len()).sum();
+    let data_len: usize = parts.iter().map(|(_, e)| e.data.len()).sum();
+    let mut plain = Vec::with_capacity(data_len + total * 4 + parts.len() * 12 + 8);
+    put_varint(&mut plain, parts.len() as u64);
+    for (id, entries) in parts {
+        debug_assert!(entries.timestamps.windows(2).all(|w| w[0] <= w[1]));
+        plain.extend_from_slice(&id.0.to_le_bytes());
+        put_varint(&mut plain, entries.len() as u64);
+    }
+    for (_, entries) in parts {
+        let mut prev = 0i64;
+        for (i, &ts) in entries.timestamps.iter().enumerate() {
+            if i == 0 {
+                put_varint(&mut plain, ((ts << 1) ^ (ts >> 63)) as u64);
+            } else {
+                put_varint(&mut plain, ts.wrapping_sub(prev) as u64);
+            }
+            prev = ts;
         }
-        prev = ts;
     }
-    let mut start = 0u32;
-    for &end in &entries.ends {
-        put_varint(&mut plain, u64::from(end - start));
-        start = end;
+    for (_, entries) in parts {
+        let mut start = 0u32;
+        for &end in &entries.ends {
+            put_varint(&mut plain, u64::from(end - start));
+            start = end;
+        }
     }
-    plain.extend_from_slice(&entries.data);
+    for (_, entries) in parts {
+        plain.extend_from_slice(&entries.data);
+    }
     let payload = zstd::bulk::compress(&plain, level)?;
 
-    let min_ts = entries.timestamps.first().copied().unwrap_or(0);
-    let max_ts = entries.timestamps.last().copied().unwrap_or(0);
+    let refs: Vec<BlockRef> = parts
+        .iter()
+        .map(|(id, e)| BlockRef {
+            stream: *id,
+            partition: 0,
+            segment: 0,
+            offset: 0,
+            len: 0,
+            min_ts: e.timestamps.first().copied().unwrap_or(0),
+            max_ts: e.timestamps.last().copied().unwrap_or(0),
+            count: e.len() as u32,
+            raw: e.data.len() as u32,
+        })
+        .collect();
+    let min_ts = refs.iter().map(|r| r.min_ts).min().unwrap_or(0);
+    let max_ts = refs.iter().map(|r| r.max_ts).max().unwrap_or(0);
+    let first = parts.first().map_or(0, |(id, _)| id.0);
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&stream.0.to_le_bytes());
+    out.extend_from_slice(&first.to_le_bytes());
     out.extend_from_slice(&min_ts.to_le_bytes());
     out.extend_from_slice(&max_ts.to_le_bytes());
-    out.extend_from_slice(&(n as u32).to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
     out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&payload);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    let block = BlockRef {
-        stream,
-        partition: 0,
-        segment: 0,
-        offset: 0,
-        len: out.len() as u32,
-        min_ts,
-        max_ts,
-        count: n as u32,
-        raw: entries.data.len() as u32,
-    };
-    Ok((out, block))
+    let len = out.len() as u32;
+    Ok((
+        out,
+        refs.into_iter().map(|r| BlockRef { len, ..r }).collect(),
+    ))
 }
 
 fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_at(buf: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+/// Checks the CRC and decompresses a block read from disk.
+pub fn decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decompress_into(&mut zstd::bulk::Decompressor::new()?, bytes, &mut out)?;
+    Ok(out)
 }
 
-/// Checks the CRC and decodes a block read from disk.
-pub fn decode(bytes: &[u8], expected: StreamId) -> io::Result<Entries> {
+/// [`decompress`] reusing a decompression context and an output buffer,
+/// for scans that read many blocks.
+pub fn decompress_into(
+    decompressor: &mut zstd::bulk::Decompressor<'_>,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
     if bytes.len() < HEADER_LEN + TRAILER_LEN || &bytes[..4] != MAGIC {
         return Err(corrupt("bad magic or length"));
     }
@@ -195,47 +226,101 @@ pub fn decode(bytes: &[u8], expected: StreamId) -> io::Result<Entries> {
     if crc32c::crc32c(body) != u32_at(bytes, bytes.len() - TRAILER_LEN) {
         return Err(corrupt("checksum mismatch"));
     }
-    if u64_at(bytes, 4) != expected.0 {
-        return Err(corrupt("belongs to another stream"));
-    }
-    let n = u32_at(bytes, 28) as usize;
     let plain_len = u32_at(bytes, 32) as usize;
     let payload_len = u32_at(bytes, 36) as usize;
     if HEADER_LEN + payload_len != body.len() {
         return Err(corrupt("payload length"));
     }
-    let plain = zstd::bulk::decompress(&body[HEADER_LEN..], plain_len)?;
+    out.clear();
+    out.reserve(plain_len);
+    let n = decompressor.decompress_to_buffer(&body[HEADER_LEN..], out)?;
+    if n != plain_len {
+        return Err(corrupt("decompressed length"));
+    }
+    Ok(())
+}
+
+/// Extracts `stream`'s entries from a decompressed block.
+pub fn extract(plain: &[u8], stream: StreamId) -> io::Result<Entries> {
+    extract_many(plain, &[stream]).map(|mut v| v.remove(0))
+}
+
+/// Extracts the entries of each of `wanted` from a decompressed block, in
+/// one pass over its columns.
+pub fn extract_many(plain: &[u8], wanted: &[StreamId]) -> io::Result<Vec<Entries>> {
     let mut pos = 0;
-    if get_varint(&plain, &mut pos)? as usize != n {
-        return Err(corrupt("entry count"));
+    let streams = get_varint(plain, &mut pos)? as usize;
+    if streams > plain.len() {
+        return Err(corrupt("stream count"));
     }
-    let mut timestamps = Vec::with_capacity(n);
-    let mut prev = 0i64;
-    for i in 0..n {
-        let v = get_varint(&plain, &mut pos)?;
-        let ts = if i == 0 {
-            ((v >> 1) as i64) ^ -((v & 1) as i64)
-        } else {
-            prev.wrapping_add(v as i64)
-        };
-        timestamps.push(ts);
-        prev = ts;
+    let mut table = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        let id = plain
+            .get(pos..pos + 8)
+            .ok_or_else(|| corrupt("stream table"))?;
+        let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        pos += 8;
+        table.push((id, get_varint(plain, &mut pos)? as usize));
     }
-    let mut ends = Vec::with_capacity(n);
-    let mut end = 0u64;
-    for _ in 0..n {
-        end += get_varint(&plain, &mut pos)?;
-        ends.push(u32::try_from(end).map_err(|_| corrupt("line lengths"))?);
+    // Which output each stream of the block feeds, if any.
+    let slot: Vec<Option<usize>> = table
+        .iter()
+        .map(|(id, _)| wanted.iter().position(|w| w.0 == *id))
+        .collect();
+    if wanted
+        .iter()
+        .any(|w| !table.iter().any(|(id, _)| *id == w.0))
+    {
+        return Err(corrupt("stream not in block"));
     }
-    let data = plain[pos..].to_vec();
-    if end as usize != data.len() {
+    let mut out: Vec<Entries> = vec![Entries::default(); wanted.len()];
+    for (k, &(_, n)) in table.iter().enumerate() {
+        let mut prev = 0i64;
+        for i in 0..n {
+            let v = get_varint(plain, &mut pos)?;
+            if let Some(o) = slot[k] {
+                let ts = if i == 0 {
+                    ((v >> 1) as i64) ^ -((v & 1) as i64)
+                } else {
+                    prev.wrapping_add(v as i64)
+                };
+                out[o].timestamps.push(ts);
+                prev = ts;
+            }
+        }
+    }
+    let mut ranges = vec![(0u64, 0u64); wanted.len()];
+    let mut offset = 0u64;
+    for (k, &(_, n)) in table.iter().enumerate() {
+        let start = offset;
+        let mut mine = 0u64;
+        for _ in 0..n {
+            let len = get_varint(plain, &mut pos)?;
+            offset += len;
+            if let Some(o) = slot[k] {
+                mine += len;
+                out[o]
+                    .ends
+                    .push(u32::try_from(mine).map_err(|_| corrupt("line lengths"))?);
+            }
+        }
+        if let Some(o) = slot[k] {
+            ranges[o] = (start, offset);
+        }
+    }
+    let data = &plain[pos..];
+    if offset as usize != data.len() {
         return Err(corrupt("line bytes"));
     }
-    Ok(Entries {
-        timestamps,
-        ends,
-        data,
-    })
+    for (o, (start, end)) in ranges.into_iter().enumerate() {
+        out[o].data = data[start as usize..end as usize].to_vec();
+    }
+    Ok(out)
+}
+
+/// Checks, decompresses and extracts `stream`'s entries.
+pub fn decode(bytes: &[u8], stream: StreamId) -> io::Result<Entries> {
+    extract(&decompress(bytes)?, stream)
 }
 
 #[cfg(test)]
@@ -248,7 +333,8 @@ mod tests {
         e.push(-5, b"before the epoch");
         e.push(1_700_000_000_000_000_000, b"");
         e.push(1_700_000_000_000_000_001, b"\xff\x00binary");
-        let (bytes, r) = encode(StreamId(7), &e, 3).unwrap();
+        let (bytes, r) = encode(&[(StreamId(7), &e)], 3).unwrap();
+        let r = r[0];
         assert_eq!(
             (r.count, r.min_ts, r.max_ts, r.len as usize),
             (3, -5, 1_700_000_000_000_000_001, bytes.len())
@@ -266,6 +352,26 @@ mod tests {
             );
         }
         assert!(decode(&bytes[..bytes.len() - 3], StreamId(7)).is_err());
+    }
+
+    #[test]
+    fn several_streams_share_a_block() {
+        let mut a = Entries::default();
+        a.push(10, b"a1");
+        a.push(20, b"a2");
+        let mut b = Entries::default();
+        b.push(5, b"b-only");
+        let (bytes, refs) = encode(&[(StreamId(1), &a), (StreamId(2), &b)], 3).unwrap();
+        assert_eq!(refs.len(), 2);
+        assert_eq!((refs[1].min_ts, refs[1].count, refs[1].raw), (5, 1, 6));
+        let da = decode(&bytes, StreamId(1)).unwrap();
+        assert_eq!(
+            (da.timestamps.as_slice(), da.line(1)),
+            (&[10, 20][..], &b"a2"[..])
+        );
+        let db = decode(&bytes, StreamId(2)).unwrap();
+        assert_eq!(db.line(0), b"b-only");
+        assert!(decode(&bytes, StreamId(3)).is_err());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use self::block::{BlockRef, Entries};
 use self::labels::{Labels, StreamId};
 use self::manifest::{Manifest, ReadReport, Record};
 use self::query::{Matcher, Query, QueryError, validate_selector};
-use self::read::{QueryIter, Run};
+use self::read::{BlockParts, QueryIter, Run};
 
 /// How the store behaves.
 #[derive(Clone, Debug)]
@@ -66,7 +66,7 @@ impl Default for Config {
             block_bytes: 1 << 20,
             flush_bytes: 16 << 20,
             max_head_bytes: 64 << 20,
-            compression_level: 3,
+            compression_level: 1,
             segment_bytes: 64 << 20,
         }
     }
@@ -658,51 +658,60 @@ impl Database {
     }
 
     /// Compresses the taken heads and appends them to segments, fsynced.
+    /// A head is cut into runs of one partition hour and at most
+    /// `block_bytes`; large runs get a block each, small ones (quiet
+    /// streams) are packed together.
     fn write_blocks(
         &self,
         writer: &mut Writer,
         taken: &[(StreamId, Arc<Entries>)],
     ) -> Result<Vec<BlockRef>, StoreError> {
+        let mut groups: Vec<(u32, Vec<(StreamId, Entries)>)> = Vec::new();
+        let mut small: BTreeMap<u32, Vec<(StreamId, Entries)>> = BTreeMap::new();
+        for (id, head) in taken {
+            for (hour, run) in self.runs(&head.sorted()) {
+                if run.data.len() >= self.config.block_bytes / 8 {
+                    groups.push((hour, vec![(*id, run)]));
+                } else {
+                    small.entry(hour).or_default().push((*id, run));
+                }
+            }
+        }
+        for (hour, runs) in small {
+            let mut group: Vec<(StreamId, Entries)> = Vec::new();
+            let mut bytes = 0;
+            for (id, run) in runs {
+                if bytes + run.data.len() > self.config.block_bytes && !group.is_empty() {
+                    groups.push((hour, std::mem::take(&mut group)));
+                    bytes = 0;
+                }
+                bytes += run.data.len();
+                group.push((id, run));
+            }
+            if !group.is_empty() {
+                groups.push((hour, group));
+            }
+        }
         let mut refs = Vec::new();
         let mut touched: BTreeSet<u32> = BTreeSet::new();
-        for (id, head) in taken {
-            let sorted = head.sorted();
-            let mut start = 0;
-            while start < sorted.len() {
-                // A block holds one partition hour and at most block_bytes.
-                let hour = partition_of(sorted.timestamps[start]);
-                let mut end = start;
-                let base = if start == 0 {
-                    0
-                } else {
-                    sorted.ends[start - 1] as usize
-                };
-                while end < sorted.len()
-                    && partition_of(sorted.timestamps[end]) == hour
-                    && (end == start || sorted.ends[end] as usize - base <= self.config.block_bytes)
-                {
-                    end += 1;
-                }
-                let mut part = Entries::default();
-                for i in start..end {
-                    part.push(sorted.timestamps[i], sorted.line(i));
-                }
-                let (bytes, mut r) = block::encode(*id, &part, self.config.compression_level)
-                    .map_err(io_err(&self.partitions))?;
-                if let Some(kind) = writer.fault {
-                    return Err(io_err(&self.partitions)(io::Error::from(kind)));
-                }
-                let segment = self.segment_for(writer, hour)?;
-                let path = segment_path(&self.partitions, hour, segment.id);
-                segment.file.write_all(&bytes).map_err(io_err(&path))?;
+        for (hour, group) in groups {
+            let parts: Vec<(StreamId, &Entries)> = group.iter().map(|(id, e)| (*id, e)).collect();
+            let (bytes, block_refs) = block::encode(&parts, self.config.compression_level)
+                .map_err(io_err(&self.partitions))?;
+            if let Some(kind) = writer.fault {
+                return Err(io_err(&self.partitions)(io::Error::from(kind)));
+            }
+            let segment = self.segment_for(writer, hour)?;
+            let path = segment_path(&self.partitions, hour, segment.id);
+            segment.file.write_all(&bytes).map_err(io_err(&path))?;
+            for mut r in block_refs {
                 r.partition = hour;
                 r.segment = segment.id;
                 r.offset = segment.len;
-                segment.len += bytes.len() as u64;
                 refs.push(r);
-                touched.insert(hour);
-                start = end;
             }
+            segment.len += bytes.len() as u64;
+            touched.insert(hour);
         }
         for hour in touched {
             let segment = &writer.segments[&hour];
@@ -713,6 +722,35 @@ impl Database {
             )))?;
         }
         Ok(refs)
+    }
+
+    /// Cuts sorted entries into runs of one partition hour and at most
+    /// `block_bytes` of lines.
+    fn runs(&self, sorted: &Entries) -> Vec<(u32, Entries)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < sorted.len() {
+            let hour = partition_of(sorted.timestamps[start]);
+            let base = if start == 0 {
+                0
+            } else {
+                sorted.ends[start - 1] as usize
+            };
+            let mut end = start;
+            while end < sorted.len()
+                && partition_of(sorted.timestamps[end]) == hour
+                && (end == start || sorted.ends[end] as usize - base <= self.config.block_bytes)
+            {
+                end += 1;
+            }
+            let mut run = Entries::default();
+            for i in start..end {
+                run.push(sorted.timestamps[i], sorted.line(i));
+            }
+            out.push((hour, run));
+            start = end;
+        }
+        out
     }
 
     /// The open segment of partition `hour`, creating or rolling it over.
@@ -806,11 +844,17 @@ impl Database {
         let selector = query.selector.clone();
         let mut iter = QueryIter::new(query, self.partitions.clone(), self.corrupt.clone());
         let inner = self.read_inner();
+        // Blocks are grouped by where they are: a block shared by several
+        // selected streams is read once.
+        let mut blocks: HashMap<(u32, u32, u64), BlockParts> = HashMap::new();
         for id in inner.select(&selector) {
             let stream = &inner.streams[&id];
             for block in &stream.blocks {
                 if block.max_ts >= start && block.min_ts < end {
-                    iter.add(&stream.labels, Run::Block(*block));
+                    blocks
+                        .entry((block.partition, block.segment, block.offset))
+                        .or_default()
+                        .push((stream.labels.clone(), *block));
                 }
             }
             // In-memory entries: the head, and a head being flushed.
@@ -819,10 +863,13 @@ impl Database {
                 .flatten()
             {
                 if !entries.is_empty() {
-                    let run = iter.loaded(Arc::new(entries.sorted()));
-                    iter.add(&stream.labels, run);
+                    let run = iter.loaded(stream.labels.clone(), Arc::new(entries.sorted()));
+                    iter.add(run);
                 }
             }
+        }
+        for (_, parts) in blocks {
+            iter.add(Run::Block(parts));
         }
         Ok(iter)
     }
@@ -904,13 +951,14 @@ impl Database {
             stats.oldest = Some(stats.oldest.map_or(ts, |o: i64| o.min(ts)));
             stats.newest = Some(stats.newest.map_or(ts, |n: i64| n.max(ts)));
         };
-        let (mut chunks, mut entries, mut raw, mut stored) = (0u64, 0u64, 0u64, 0u64);
+        let (mut entries, mut raw) = (0u64, 0u64);
+        // Blocks shared by quiet streams are counted once.
+        let mut physical: HashMap<(u32, u32, u64), u32> = HashMap::new();
         for stream in inner.streams.values() {
             for b in &stream.blocks {
-                chunks += 1;
+                physical.insert((b.partition, b.segment, b.offset), b.len);
                 entries += u64::from(b.count);
                 raw += u64::from(b.raw);
-                stored += u64::from(b.len);
                 bound(b.min_ts);
                 bound(b.max_ts);
             }
@@ -925,10 +973,10 @@ impl Database {
                 }
             }
         }
-        stats.chunks = chunks;
+        stats.chunks = physical.len() as u64;
         stats.entries = entries;
         stats.raw_bytes = raw;
-        stats.stored_bytes = stored;
+        stats.stored_bytes = physical.values().map(|&len| u64::from(len)).sum();
         stats
     }
 

@@ -1,5 +1,6 @@
 //! What a query asks for: stream matchers, a time range, line filters.
 
+use memchr::memmem::Finder;
 use regex::bytes::Regex as BytesRegex;
 use regex::{Regex, RegexBuilder};
 
@@ -116,9 +117,9 @@ pub fn validate_selector(selector: &[Matcher]) -> Result<(), QueryError> {
 #[derive(Clone, Debug)]
 pub enum LineFilter {
     /// `|= "text"`
-    Contains(Vec<u8>),
+    Contains(Finder<'static>),
     /// `!= "text"`
-    NotContains(Vec<u8>),
+    NotContains(Finder<'static>),
     /// `|~ "re"` (unanchored, like Loki)
     Regex(BytesRegex),
     /// `!~ "re"`
@@ -126,6 +127,26 @@ pub enum LineFilter {
 }
 
 impl LineFilter {
+    /// `|= "text"` (or `!= "text"` when `negate`).
+    pub fn contains(needle: &[u8], negate: bool) -> Self {
+        let finder = Finder::new(needle).into_owned();
+        if negate {
+            Self::NotContains(finder)
+        } else {
+            Self::Contains(finder)
+        }
+    }
+
+    /// A needle every kept line must contain, if this filter has one: a
+    /// block without it anywhere can be skipped whole.
+    pub fn required(&self) -> Option<&Finder<'static>> {
+        match self {
+            // The empty needle is in every line, including empty ones.
+            Self::Contains(finder) if !finder.needle().is_empty() => Some(finder),
+            _ => None,
+        }
+    }
+
     /// A regex filter (`negate` for `!~`), compiled with bounded size.
     pub fn regex(pattern: &str, negate: bool) -> Result<Self, QueryError> {
         let re = regex::bytes::RegexBuilder::new(pattern)
@@ -146,8 +167,8 @@ impl LineFilter {
     /// Whether a line passes.
     pub fn keeps(&self, line: &[u8]) -> bool {
         match self {
-            Self::Contains(needle) => memchr::memmem::find(line, needle).is_some(),
-            Self::NotContains(needle) => memchr::memmem::find(line, needle).is_none(),
+            Self::Contains(finder) => finder.find(line).is_some(),
+            Self::NotContains(finder) => finder.find(line).is_none(),
             Self::Regex(re) => re.is_match(line),
             Self::NotRegex(re) => !re.is_match(line),
         }
@@ -207,6 +228,15 @@ impl Query {
     pub fn keeps(&self, line: &[u8]) -> bool {
         self.filters.iter().all(|f| f.keeps(line))
     }
+
+    /// Whether a block whose line bytes are `data` (back to back) can hold a
+    /// kept line at all: one search over the block instead of one per line.
+    pub fn may_match(&self, data: &[u8]) -> bool {
+        self.filters
+            .iter()
+            .filter_map(LineFilter::required)
+            .all(|finder| finder.find(data).is_some())
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +252,13 @@ mod tests {
         assert!(Matcher::new("app", MatchOp::Regex, "a{100000}{100000}").is_err());
         let missing = Matcher::new("team", MatchOp::NotEqual, "x").unwrap();
         assert!(missing.matches(&Labels::new([("app", "web")])));
+    }
+
+    #[test]
+    fn an_empty_needle_keeps_every_line() {
+        let f = LineFilter::contains(b"", false);
+        assert!(f.required().is_none());
+        assert!(f.keeps(b""));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::block::{self, BlockRef, Entries};
 use super::labels::Labels;
-use super::query::{Direction, Query};
+use super::query::{Direction, LineFilter, Query};
 
 /// One result entry. The labels are shared with every other entry of the
 /// stream, not copied.
@@ -29,13 +29,18 @@ pub struct QueryEntry {
     pub line: Vec<u8>,
 }
 
-/// A sorted run of one stream.
+/// The selected streams of one block on disk, each with its ref into it.
+pub(super) type BlockParts = Vec<(Arc<Labels>, BlockRef)>;
+
+/// A sorted run of entries, or a block that will yield some.
 pub(super) enum Run {
-    /// A block not read yet.
-    Block(BlockRef),
-    /// Entries in memory (a head, or a block once read), filtered to the
-    /// range, with a cursor.
+    /// One block on disk not read yet, with the selected streams it holds
+    /// (quiet streams share blocks: it is read once for all of them).
+    Block(BlockParts),
+    /// Entries of one stream in memory (a head, or a block once read),
+    /// filtered to the range, with a cursor.
     Loaded {
+        labels: Arc<Labels>,
         entries: Arc<Entries>,
         order: Vec<u32>,
         next: usize,
@@ -43,7 +48,6 @@ pub(super) enum Run {
 }
 
 struct Source {
-    labels: Arc<Labels>,
     run: Run,
     /// The key the heap orders by: for an unread block its time bound, else
     /// the timestamp of the next entry.
@@ -92,6 +96,10 @@ pub struct QueryIter {
     returned: usize,
     corrupt: Arc<AtomicU64>,
     files: Vec<((u32, u32), Arc<File>)>,
+    /// Reused across blocks: a scan reads thousands.
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    compressed: Vec<u8>,
+    plain: Vec<u8>,
 }
 
 impl QueryIter {
@@ -103,44 +111,75 @@ impl QueryIter {
             returned: 0,
             corrupt,
             files: Vec::new(),
+            decompressor: None,
+            compressed: Vec::new(),
+            plain: Vec::new(),
         }
     }
 
-    /// Adds a run of `labels`' stream.
-    pub(super) fn add(&mut self, labels: &Arc<Labels>, run: Run) {
+    /// Adds a block (with the selected streams in it) or a loaded run.
+    pub(super) fn add(&mut self, run: Run) {
         let key = match &run {
-            Run::Block(b) => match self.query.direction {
-                Direction::Forward => b.min_ts,
-                Direction::Backward => b.max_ts,
+            Run::Block(parts) => match self.query.direction {
+                Direction::Forward => parts.iter().map(|(_, b)| b.min_ts).min().unwrap_or(0),
+                Direction::Backward => parts.iter().map(|(_, b)| b.max_ts).max().unwrap_or(0),
             },
             Run::Loaded { .. } => 0,
         };
         let tie = self.heap.len() as u64;
-        let source = Source {
-            labels: labels.clone(),
-            run,
-            key,
-            tie,
-        };
+        let source = Source { run, key, tie };
         match source.run {
             Run::Block(_) => self.push(source),
             Run::Loaded { .. } => self.settle(source),
         }
     }
 
-    /// Builds a loaded run from entries (sorted), filtered to the query.
-    pub(super) fn loaded(&self, entries: Arc<Entries>) -> Run {
+    /// Builds a loaded run of `labels`' stream from sorted entries, filtered
+    /// to the query.
+    pub(super) fn loaded(&self, labels: Arc<Labels>, entries: Arc<Entries>) -> Run {
         let q = &self.query;
-        let mut order: Vec<u32> = (0..entries.len() as u32)
-            .filter(|&i| {
-                let ts = entries.timestamps[i as usize];
-                ts >= q.start && ts < q.end && q.keeps(entries.line(i as usize))
-            })
-            .collect();
+        if !q.may_match(&entries.data) {
+            return Run::Loaded {
+                labels,
+                entries,
+                order: Vec::new(),
+                next: 0,
+            };
+        }
+        let in_range = |i: usize| {
+            let ts = entries.timestamps[i];
+            ts >= q.start && ts < q.end
+        };
+        let mut order: Vec<u32> = match q.filters.first().and_then(LineFilter::required) {
+            // Find the needle's occurrences in the block once, rather than
+            // searching every line for it.
+            Some(finder) => {
+                let (data, needle) = (&entries.data, finder.needle().len());
+                let mut lines = Vec::new();
+                let mut pos = 0;
+                while let Some(at) = finder.find(&data[pos..]) {
+                    let at = pos + at;
+                    let i = entries.ends.partition_point(|&end| end as usize <= at);
+                    let end = entries.ends[i] as usize;
+                    // An occurrence running into the next line is not a match
+                    // in this one, and neither is any later start in it.
+                    if at + needle <= end && in_range(i) && q.keeps(entries.line(i)) {
+                        lines.push(i as u32);
+                    }
+                    pos = end;
+                }
+                lines
+            }
+            None => (0..entries.len())
+                .filter(|&i| in_range(i) && q.keeps(entries.line(i)))
+                .map(|i| i as u32)
+                .collect(),
+        };
         if q.direction == Direction::Backward {
             order.reverse();
         }
         Run::Loaded {
+            labels,
             entries,
             order,
             next: 0,
@@ -158,6 +197,7 @@ impl QueryIter {
             entries,
             order,
             next,
+            ..
         } = &source.run
         {
             match order.get(*next) {
@@ -178,19 +218,38 @@ impl QueryIter {
         Ok(f)
     }
 
-    fn load(&mut self, block: &BlockRef) -> Option<Arc<Entries>> {
-        let result = self.file(block.partition, block.segment).and_then(|f| {
-            let mut buf = vec![0u8; block.len as usize];
-            f.read_exact_at(&mut buf, block.offset)?;
-            block::decode(&buf, block.stream)
+    /// Reads one block and returns the entries of each selected stream in it.
+    fn load(&mut self, parts: &[(Arc<Labels>, BlockRef)]) -> Vec<(Arc<Labels>, Arc<Entries>)> {
+        let Some((_, block)) = parts.first() else {
+            return Vec::new();
+        };
+        let result = self.file(block.partition, block.segment).and_then(|file| {
+            self.compressed.resize(block.len as usize, 0);
+            file.read_exact_at(&mut self.compressed, block.offset)?;
+            let decompressor = match &mut self.decompressor {
+                Some(d) => d,
+                empty => empty.insert(zstd::bulk::Decompressor::new()?),
+            };
+            block::decompress_into(decompressor, &self.compressed, &mut self.plain)?;
+            // A needle absent from the whole block rules out all its streams
+            // before any column is parsed.
+            if !self.query.may_match(&self.plain) {
+                return Ok(Vec::new());
+            }
+            let wanted: Vec<_> = parts.iter().map(|(_, b)| b.stream).collect();
+            block::extract_many(&self.plain, &wanted)
         });
         match result {
-            Ok(entries) => Some(Arc::new(entries)),
+            Ok(entries) => parts
+                .iter()
+                .zip(entries)
+                .map(|((labels, _), e)| (labels.clone(), Arc::new(e)))
+                .collect(),
             Err(error) => {
                 // Skip what cannot be read; never serve garbage.
                 self.corrupt.fetch_add(1, AtomicOrdering::Relaxed);
                 tracing::warn!(partition = block.partition, segment = block.segment, offset = block.offset, %error, "Skipping an unreadable block.");
-                None
+                Vec::new()
             }
         }
     }
@@ -206,14 +265,15 @@ impl Iterator for QueryIter {
         loop {
             let HeapItem { mut source, .. } = self.heap.pop()?;
             match &mut source.run {
-                Run::Block(block) => {
-                    let block = *block;
-                    if let Some(entries) = self.load(&block) {
-                        source.run = self.loaded(entries);
-                        self.settle(source);
+                Run::Block(parts) => {
+                    let parts = std::mem::take(parts);
+                    for (labels, entries) in self.load(&parts) {
+                        let run = self.loaded(labels, entries);
+                        self.add(run);
                     }
                 }
                 Run::Loaded {
+                    labels,
                     entries,
                     order,
                     next,
@@ -221,7 +281,7 @@ impl Iterator for QueryIter {
                     let i = order[*next] as usize;
                     *next += 1;
                     let entry = QueryEntry {
-                        labels: source.labels.clone(),
+                        labels: labels.clone(),
                         timestamp: entries.timestamps[i],
                         line: entries.line(i).to_vec(),
                     };

@@ -70,7 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(e, c)| Op::Write(e, c)),
         2 => Just(Op::Flush),
         1 => Just(Op::Reopen),
-        3 => (0..5usize, 0..50_000i64, 1..60_000i64, any::<bool>(), 1..40usize, prop::option::of("[a-e]{1,2}"))
+        3 => (0..5usize, 0..50_000i64, 1..60_000i64, any::<bool>(), 1..40usize, prop::option::of("[a-e]{0,2}"))
             .prop_map(|(selector, start, len, backward, limit, contains)| Op::Query {
                 selector, start, len, backward, limit, contains,
             }),
@@ -152,7 +152,7 @@ fn run_model(ops: Vec<Op>) {
                     Direction::Forward
                 };
                 if let Some(c) = &contains {
-                    q.filters.push(LineFilter::Contains(c.as_bytes().to_vec()));
+                    q.filters.push(LineFilter::contains(c.as_bytes(), false));
                 }
                 let got: Vec<(Labels, i64, Vec<u8>)> = d
                     .query(q.clone())

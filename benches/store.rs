@@ -1,0 +1,271 @@
+//! What the log store costs and how fast it answers.
+//!
+//! Ingests a generated corpus (default 10M entries over 1,000 streams: access
+//! logs, JSON logs, plain app logs with levels, stack traces) into a fresh
+//! store, durably, on one core; then, in a fresh child process, opens the
+//! store and runs the queries users run. Prints ingest rate, stored size next
+//! to `zstd -3` of the same lines, open time and RSS, newest-1000 latency and
+//! full-scan filter speed next to zstd's own decompression speed.
+//!
+//! `BENCH_ENTRIES` scales the corpus.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use monitoring_rs::log_database::labels::Labels;
+use monitoring_rs::log_database::query::{Direction, LineFilter, MatchOp, Matcher, Query};
+use monitoring_rs::log_database::{Config, Database, StreamEntries, WriteBatch};
+
+mod common;
+
+use common::{Rng, median, message_of, status_mib};
+
+const STREAMS: u64 = 1000;
+const BATCH: usize = 10_000;
+const RARE: &str = "needle-4f1c9a";
+
+fn stream_labels(s: u64) -> Labels {
+    Labels::new([
+        ("namespace", format!("ns-{}", s % 10)),
+        (
+            "pod_name",
+            format!("app-{}-{:05x}", s / 10, s * 7919 % 65536),
+        ),
+        (
+            "container_name",
+            ["app", "sidecar", "proxy"][(s % 3) as usize].to_string(),
+        ),
+        (
+            "stream",
+            if s.is_multiple_of(5) {
+                "stderr"
+            } else {
+                "stdout"
+            }
+            .to_string(),
+        ),
+    ])
+}
+
+/// Each stream logs one kind of message (its app's format).
+fn stream_kind(s: u64) -> u64 {
+    [0, 4, 7, 9, 0, 4, 7, 0][(s % 8) as usize]
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    if let Ok(level) = std::env::var("BENCH_LEVEL") {
+        config.compression_level = level.parse().unwrap();
+    }
+    config
+}
+
+fn ingest(dir: &Path, entries: usize) {
+    let (db, _) = Database::open(dir, config()).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let labels: Vec<Labels> = (0..STREAMS).map(stream_labels).collect();
+    let start_ts = monitoring_rs::log_database::now_ns() - 2 * 3_600_000_000_000;
+    // What the node holds without us: the kubelet's CRI files, and for a
+    // harder comparison the bare messages; each compressed whole by zstd -3.
+    let mut cri_zstd = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    let mut msg_zstd = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    let (mut in_store, mut raw, mut raw_cri) = (Duration::ZERO, 0u64, 0u64);
+    let mut line = Vec::with_capacity(512);
+    let mut cri = Vec::with_capacity(600);
+    let mut ts = start_ts;
+    let mut done = 0;
+    while done < entries {
+        let mut by_stream: BTreeMap<u64, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+        for i in 0..BATCH.min(entries - done) {
+            // Skewed: a few streams log most lines.
+            let s = if rng.below(4) == 0 {
+                rng.below(STREAMS)
+            } else {
+                rng.below(20)
+            };
+            line.clear();
+            message_of(stream_kind(s), &mut rng, &mut line);
+            if (done + i).is_multiple_of(1_000_003) {
+                line.extend_from_slice(RARE.as_bytes());
+            }
+            ts += 1 + rng.below(1_400_000) as i64;
+            raw += line.len() as u64;
+            msg_zstd.write_all(&line).unwrap();
+            msg_zstd.write_all(b"\n").unwrap();
+            cri.clear();
+            rfc3339(ts, &mut cri);
+            cri.extend_from_slice(if s.is_multiple_of(5) {
+                b" stderr F "
+            } else {
+                b" stdout F "
+            });
+            cri.extend_from_slice(&line);
+            cri.push(b'\n');
+            raw_cri += cri.len() as u64;
+            cri_zstd.write_all(&cri).unwrap();
+            by_stream.entry(s).or_default().push((ts, line.clone()));
+        }
+        done += BATCH.min(entries - done);
+        let batch = WriteBatch {
+            streams: by_stream
+                .into_iter()
+                .map(|(s, entries)| StreamEntries {
+                    labels: labels[s as usize].clone(),
+                    entries,
+                })
+                .collect(),
+            checkpoints: vec![("bench".into(), Some(done.to_le_bytes().to_vec()))],
+        };
+        let t = Instant::now();
+        db.write(&batch).unwrap();
+        in_store += t.elapsed();
+    }
+    let t = Instant::now();
+    db.flush().unwrap();
+    in_store += t.elapsed();
+    let cri_zstd = cri_zstd.finish().unwrap();
+    let msg_zstd = msg_zstd.finish().unwrap();
+    let stats = db.stats();
+    assert_eq!(stats.entries as usize, entries, "every entry stored");
+
+    // zstd's own decompression speed on this machine, same data, into a
+    // sink (like `zstd -d > /dev/null`); best of three.
+    let zstd_d = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            zstd::stream::copy_decode(&msg_zstd[..], std::io::sink()).unwrap();
+            raw as f64 / t.elapsed().as_secs_f64() / 1e6
+        })
+        .fold(0.0, f64::max);
+
+    let stored = stats.stored_bytes as f64;
+    println!(
+        "ingest (durable, one core)   {:>10.0} entries/s   ({:.0} MB/s of messages)",
+        entries as f64 / in_store.as_secs_f64(),
+        raw as f64 / in_store.as_secs_f64() / 1e6
+    );
+    println!(
+        "stored                       {:>10.1} MB          ({} chunks, {} streams)",
+        stored / 1e6,
+        stats.chunks,
+        stats.streams
+    );
+    println!(
+        "CRI files as kubelet writes  {:>10.1} MB raw      zstd -3: {:.1} MB ({:.3} of raw); stored = {:.3} of raw = {:.2} × zstd -3",
+        raw_cri as f64 / 1e6,
+        cri_zstd.len() as f64 / 1e6,
+        cri_zstd.len() as f64 / raw_cri as f64,
+        stored / raw_cri as f64,
+        stored / cri_zstd.len() as f64
+    );
+    println!(
+        "messages alone               {:>10.1} MB raw      zstd -3: {:.1} MB ({:.3} of raw); stored = {:.2} × zstd -3",
+        raw as f64 / 1e6,
+        msg_zstd.len() as f64 / 1e6,
+        msg_zstd.len() as f64 / raw as f64,
+        stored / msg_zstd.len() as f64
+    );
+    println!("zstd -d on this machine      {:>10.0} MB/s", zstd_d);
+    std::fs::write(dir.join("bench-zstd-d"), format!("{zstd_d}")).unwrap();
+}
+
+/// Writes `ts` (ns since the epoch) as RFC 3339 with nanoseconds, UTC.
+fn rfc3339(ts: i64, out: &mut Vec<u8>) {
+    let secs = ts.div_euclid(1_000_000_000);
+    let nanos = ts.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+    .unwrap();
+}
+
+fn query_phase(dir: &Path) {
+    let t = Instant::now();
+    let (db, _) = Database::open(dir, config()).unwrap();
+    let open = t.elapsed();
+    let rss = status_mib("VmRSS:");
+    println!(
+        "open / recovery              {:>10.1} ms          RSS after open {rss:.1} MiB",
+        open.as_secs_f64() * 1e3
+    );
+
+    let hot = stream_labels(3);
+    let selector = vec![
+        Matcher::equal("namespace", hot.get("namespace").unwrap()),
+        Matcher::equal("pod_name", hot.get("pod_name").unwrap()),
+    ];
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let mut q = Query::new(selector.clone());
+        q.direction = Direction::Backward;
+        q.limit = 1000;
+        let t = Instant::now();
+        let n = db.query(q).unwrap().count();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(n, 1000);
+    }
+    println!(
+        "newest 1,000 of one stream   {:>10.2} ms (median of 21)",
+        median(times)
+    );
+
+    let raw = db.stats().raw_bytes as f64;
+    let zstd_d: f64 = std::fs::read_to_string(dir.join("bench-zstd-d"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let all = vec![Matcher::new("namespace", MatchOp::Regex, "ns-.*").unwrap()];
+    for (name, needle) in [
+        ("common needle \"timeout\"", "timeout"),
+        ("rare needle", RARE),
+    ] {
+        let mut q = Query::new(all.clone());
+        q.filters
+            .push(LineFilter::contains(needle.as_bytes(), false));
+        let t = Instant::now();
+        let n = db.query(q).unwrap().count();
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "filter {name:<22}{:>10.0} MB/s of lines  ({n} matches, {:.2} s; {:.2} × zstd -d)",
+            raw / secs / 1e6,
+            secs,
+            raw / secs / 1e6 / zstd_d
+        );
+    }
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var("BENCH_STORE_QUERY") {
+        query_phase(Path::new(&dir));
+        return;
+    }
+    let entries = common::env_usize("BENCH_ENTRIES", 10_000_000);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("log store, {entries} entries over {STREAMS} streams");
+    ingest(&dir, entries);
+    // Open and query in a fresh process, so its RSS is the store's alone.
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_STORE_QUERY", &dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
