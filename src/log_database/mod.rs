@@ -544,7 +544,11 @@ impl Database {
             for (key, value) in &batch.checkpoints {
                 inner.pending.insert(key.clone(), value.clone());
             }
-            big_head || inner.head_bytes >= self.config.flush_bytes
+            // A forgotten checkpoint means a source is finished (its file
+            // rotated away or deleted): its last lines cannot be re-read after
+            // a crash, so they are made durable now.
+            let source_done = batch.checkpoints.iter().any(|(_, v)| v.is_none());
+            big_head || source_done || inner.head_bytes >= self.config.flush_bytes
         };
         if flush_now {
             // A failed flush keeps the entries in memory and is retried; the

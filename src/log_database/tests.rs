@@ -85,6 +85,20 @@ struct Model {
     durable: BTreeMap<String, Vec<u8>>,
 }
 
+impl Model {
+    fn flush(&mut self) {
+        for e in &mut self.entries {
+            e.3 = true;
+        }
+        for (k, v) in std::mem::take(&mut self.pending) {
+            match v {
+                Some(v) => self.durable.insert(k, v),
+                None => self.durable.remove(&k),
+            };
+        }
+    }
+}
+
 fn run_model(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Some(Database::open(dir.path(), manual_flush()).unwrap().0);
@@ -108,24 +122,22 @@ fn run_model(ops: Vec<Op>) {
                         entries: vec![(ts, line.into_bytes())],
                     });
                 }
+                let mut finished = false;
                 if let Some((key, value)) = checkpoint {
                     let value = (value % 4 != 0).then(|| vec![value]);
+                    finished = value.is_none();
                     model.pending.insert(format!("k{key}"), value.clone());
                     batch.checkpoints.push((format!("k{key}"), value));
                 }
                 d.write(&batch).unwrap();
+                // Forgetting a checkpoint (a finished source) flushes.
+                if finished {
+                    model.flush();
+                }
             }
             Op::Flush => {
                 d.flush().unwrap();
-                for e in &mut model.entries {
-                    e.3 = true;
-                }
-                for (k, v) in std::mem::take(&mut model.pending) {
-                    match v {
-                        Some(v) => model.durable.insert(k, v),
-                        None => model.durable.remove(&k),
-                    };
-                }
+                model.flush();
             }
             Op::Reopen => {
                 drop(db.take());
@@ -546,4 +558,17 @@ fn one_process_per_data_directory() {
     assert!(matches!(error, StoreError::Locked { .. }), "{error}");
     drop(db);
     assert!(Database::open(dir.path(), Config::default()).is_ok());
+}
+
+#[test]
+fn a_finished_source_is_flushed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Database::open(dir.path(), manual_flush()).unwrap();
+    db.write(&entry_batch(0, 0, 5, "src")).unwrap();
+    assert_eq!(db.stats().chunks, 0, "waits for the flush interval");
+    let mut done = entry_batch(0, 5, 5, "src");
+    done.checkpoints = vec![("src".into(), None)];
+    db.write(&done).unwrap();
+    assert_eq!(db.stats().chunks, 1);
+    assert!(db.checkpoints().is_empty());
 }
