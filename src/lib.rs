@@ -10,4 +10,5 @@
 pub mod ingest;
 pub mod log_collector;
 pub mod log_database;
+pub mod logql;
 pub mod watcher;
