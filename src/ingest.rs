@@ -12,8 +12,65 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::log_collector::directory::batch::Batch;
+use crate::log_collector::directory::{CollectorStats, DirectoryCollector};
 use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StoreError, StreamEntries, WriteBatch};
+
+/// What the collector is doing, refreshed by its thread for `/status` and
+/// `/metrics`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Status {
+    /// The collector's counters.
+    #[serde(skip)]
+    pub collector: CollectorStats,
+    /// Files open for reading.
+    pub files_watched: u64,
+    /// Bytes written to the files but not yet read.
+    pub lag_bytes: u64,
+    /// Lines per second over the last refresh interval.
+    pub lines_per_second: f64,
+    /// Bytes per second over the last refresh interval.
+    pub bytes_per_second: f64,
+    /// When lines and checkpoints were last handed to the store (ns).
+    pub last_checkpoint: Option<i64>,
+}
+
+/// Keeps a shared [`Status`] fresh from the collector's thread, at most once
+/// a second (the lag costs an `fstat` per file).
+pub struct StatusUpdater {
+    shared: Arc<std::sync::RwLock<Status>>,
+    last: Option<(Instant, u64, u64)>,
+}
+
+impl StatusUpdater {
+    /// Updates `shared`.
+    pub fn new(shared: Arc<std::sync::RwLock<Status>>) -> Self {
+        Self { shared, last: None }
+    }
+
+    /// Records a batch handed to the store; refreshes the figures if a
+    /// second has passed.
+    pub fn batch_written(&mut self, collector: &DirectoryCollector) {
+        let now = Instant::now();
+        let stats = collector.stats();
+        let mut status = self.shared.write().unwrap_or_else(|e| e.into_inner());
+        status.last_checkpoint = Some(crate::log_database::now_ns());
+        let due = self
+            .last
+            .is_none_or(|(t, _, _)| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            if let Some((t, lines, bytes)) = self.last {
+                let secs = now.duration_since(t).as_secs_f64();
+                status.lines_per_second = (stats.lines - lines) as f64 / secs;
+                status.bytes_per_second = (stats.bytes - bytes) as f64 / secs;
+            }
+            status.lag_bytes = collector.lag_bytes();
+            self.last = Some((now, stats.lines, stats.bytes));
+        }
+        status.files_watched = stats.files_open;
+        status.collector = stats;
+    }
+}
 
 /// How often retention is checked at most (after a flush).
 const RETENTION_EVERY: Duration = Duration::from_secs(60);

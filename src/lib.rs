@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod ingest;
 pub mod log_collector;
 pub mod log_database;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use monitoring_rs::api::{self, ApiConfig, AppState};
 use monitoring_rs::ingest::{self, Flusher};
 use monitoring_rs::log_collector::checkpoint::{CheckpointFile, CheckpointSet};
 use monitoring_rs::log_collector::directory::batch::Batch;
@@ -70,6 +71,18 @@ struct Args {
     /// (e.g. 10GiB, 500MB).
     #[arg(long, env = "RETENTION_SIZE", default_value = "10GiB", value_parser = parse_size)]
     retention_size: u64,
+
+    /// Largest number of lines a query may ask for.
+    #[arg(long, env = "MAX_LIMIT", default_value_t = 5000)]
+    max_limit: usize,
+
+    /// Longest time range a query may cover.
+    #[arg(long, env = "MAX_QUERY_RANGE", default_value = "31d", value_parser = humantime::parse_duration)]
+    max_query_range: Duration,
+
+    /// How long a query may run before it is cancelled.
+    #[arg(long, env = "QUERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    query_timeout: Duration,
 
     /// Written entries are made durable within this time; a crash re-reads
     /// at most this much from the log files.
@@ -161,30 +174,88 @@ fn run_into_store(
     let checkpoints = CheckpointSet::from_store(&db.checkpoints());
     let mut collector =
         DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
-    spawn_signal_thread(stop.clone(), collector.waker())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
+    tracing::info!(address = %args.listen, "Serving the HTTP API.");
+
+    // One signal stops everything: the collector loop, the server, tails.
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let waker = collector.waker();
+    let stop_all = {
+        let (stop, shutdown_tx) = (stop.clone(), shutdown_tx.clone());
+        move || {
+            stop.store(true, Ordering::Relaxed);
+            waker.wake();
+            let _ = shutdown_tx.send(true);
+        }
+    };
+    spawn_signal_thread(stop_all.clone())?;
+
     let flusher =
         Flusher::start(db.clone(), args.flush_interval).context("cannot start the flusher")?;
-    let mut batch = Batch::default();
-    let result = (|| -> anyhow::Result<()> {
-        while !stop.load(Ordering::Relaxed) {
-            collector.next_batch(&mut batch, None)?;
-            if batch.is_idle() {
-                continue;
-            }
-            let write = ingest::directory_batch(&batch, now_ns());
-            if !ingest::write_patiently(&db, &write, &stop)? {
-                break;
-            }
-            flusher.notify();
-        }
-        Ok(())
-    })();
-    // Whatever happened, make what was written durable before exiting.
-    flusher
-        .stop()
-        .context("cannot flush the log store on shutdown")?;
-    tracing::info!(collector = ?collector.stats(), store = ?db.stats(), "Stopped.");
-    result
+    let status = Arc::new(std::sync::RwLock::new(ingest::Status::default()));
+    let collecting = {
+        let (db, status, stop) = (db.clone(), status.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("collector".into())
+            .spawn(move || {
+                let mut updater = ingest::StatusUpdater::new(status);
+                let mut batch = Batch::default();
+                let result = (|| -> anyhow::Result<()> {
+                    while !stop.load(Ordering::Relaxed) {
+                        collector.next_batch(&mut batch, None)?;
+                        if batch.is_idle() {
+                            continue;
+                        }
+                        let write = ingest::directory_batch(&batch, now_ns());
+                        if !ingest::write_patiently(&db, &write, &stop)? {
+                            break;
+                        }
+                        flusher.notify();
+                        updater.batch_written(&collector);
+                    }
+                    Ok(())
+                })();
+                // Whatever happened, make what was written durable.
+                let flushed = flusher.stop();
+                tracing::info!(collector = ?collector.stats(), "Collector stopped.");
+                // A failing collector takes the server down with it.
+                stop_all();
+                result.and(flushed.context("cannot flush the log store on shutdown"))
+            })
+            .context("cannot start the collector thread")?
+    };
+
+    let api_config = ApiConfig {
+        max_limit: args.max_limit,
+        max_range: args.max_query_range,
+        query_timeout: args.query_timeout,
+        ..ApiConfig::default()
+    };
+    let state = AppState {
+        config: api_config,
+        status,
+        shutdown: shutdown_rx.clone(),
+        ..AppState::new(db.clone())
+    };
+    let mut until_stopped = shutdown_rx;
+    let served = runtime.block_on(api::serve(listener, state, async move {
+        let _ = until_stopped.wait_for(|stopped| *stopped).await;
+    }));
+    let collected = collecting
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the collector thread panicked")));
+    tracing::info!(store = ?db.stats(), "Stopped.");
+    served.context("the HTTP server failed")?;
+    collected
 }
 
 /// Prints lines to stdout; checkpoints go to a file in the data directory.
@@ -198,7 +269,12 @@ fn run_to_stdout(
     let mut checkpoints = checkpoint_file.load()?;
     let mut collector =
         DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
-    spawn_signal_thread(stop.clone(), collector.waker())?;
+    let waker = collector.waker();
+    let stopping = stop.clone();
+    spawn_signal_thread(move || {
+        stopping.store(true, Ordering::Relaxed);
+        waker.wake();
+    })?;
 
     let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     let mut batch = Batch::default();
@@ -275,7 +351,7 @@ fn commit(file: &CheckpointFile, checkpoints: &CheckpointSet) -> anyhow::Result<
         .context("cannot save checkpoints; lines printed since the last save will be printed again after a restart")
 }
 
-fn spawn_signal_thread(stop: Arc<AtomicBool>, waker: Arc<dyn watcher::Wake>) -> anyhow::Result<()> {
+fn spawn_signal_thread(on_signal: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;
@@ -284,8 +360,7 @@ fn spawn_signal_thread(stop: Arc<AtomicBool>, waker: Arc<dyn watcher::Wake>) -> 
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 tracing::info!(signal, "Shutting down.");
-                stop.store(true, Ordering::Relaxed);
-                waker.wake();
+                on_signal();
             }
         })
         .context("cannot start the signal thread")?;

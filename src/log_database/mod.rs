@@ -308,6 +308,34 @@ pub struct Database {
     dropped: AtomicU64,
     /// Held for the life of the store: one process per data directory.
     _lock: File,
+    /// Entries as they are written, for live tails.
+    appended: tokio::sync::broadcast::Sender<Arc<Appended>>,
+}
+
+/// `(timestamp ns, line)` pairs of one stream.
+pub type Lines = Vec<(i64, Vec<u8>)>;
+
+/// Entries of one write, as live tails receive them.
+#[derive(Debug)]
+pub struct Appended {
+    /// Per stream: its labels and its new entries.
+    pub streams: Vec<(Arc<Labels>, Lines)>,
+}
+
+/// How many writes a live tail may fall behind before it is dropped.
+const TAIL_BUFFER: usize = 1024;
+
+/// What `index/stats` reports for a selector and range.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct IndexStats {
+    /// Streams with entries in the range.
+    pub streams: u64,
+    /// Blocks overlapping the range.
+    pub chunks: u64,
+    /// Entries in those blocks and in memory.
+    pub entries: u64,
+    /// Their line bytes.
+    pub bytes: u64,
 }
 
 /// Takes an exclusive lock on the data directory.
@@ -495,6 +523,7 @@ impl Database {
             corrupt: Arc::new(AtomicU64::new(0)),
             dropped: AtomicU64::new(0),
             _lock: lock,
+            appended: tokio::sync::broadcast::channel(TAIL_BUFFER).0,
         };
         // Start from one clean snapshot: replays stay short, damage is gone.
         db.snapshot(&mut db.lock_writer())?;
@@ -543,6 +572,19 @@ impl Database {
             }
             for (key, value) in &batch.checkpoints {
                 inner.pending.insert(key.clone(), value.clone());
+            }
+            if self.appended.receiver_count() > 0 {
+                let streams = batch
+                    .streams
+                    .iter()
+                    .filter(|s| !s.entries.is_empty())
+                    .filter_map(|s| {
+                        let labels = inner.streams.get(&s.labels.stream_id())?.labels.clone();
+                        Some((labels, s.entries.clone()))
+                    })
+                    .collect();
+                // Sent under the lock so tails see writes in order.
+                let _ = self.appended.send(Arc::new(Appended { streams }));
             }
             // A forgotten checkpoint means a source is finished (its file
             // rotated away or deleted): its last lines cannot be re-read after
@@ -876,6 +918,69 @@ impl Database {
             iter.add(Run::Block(parts));
         }
         Ok(iter)
+    }
+
+    /// Receives every write from now on (a receiver that falls more than
+    /// 1,024 writes behind gets `Lagged` and should give up).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Appended>> {
+        self.appended.subscribe()
+    }
+
+    /// How many live tails are subscribed.
+    pub fn subscribers(&self) -> usize {
+        self.appended.receiver_count()
+    }
+
+    /// Streams, blocks, entries and bytes for `selector` in `[start, end)`,
+    /// from the index alone (blocks count whole, as in Loki).
+    pub fn index_stats(
+        &self,
+        selector: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<IndexStats, StoreError> {
+        validate_selector(selector)?;
+        let inner = self.read_inner();
+        let mut stats = IndexStats::default();
+        let mut physical = BTreeSet::new();
+        for id in inner.select(selector) {
+            let stream = &inner.streams[&id];
+            if !stream.overlaps(start, end) {
+                continue;
+            }
+            stats.streams += 1;
+            for b in stream
+                .blocks
+                .iter()
+                .filter(|b| b.max_ts >= start && b.min_ts < end)
+            {
+                physical.insert((b.partition, b.segment, b.offset));
+                stats.entries += u64::from(b.count);
+                stats.bytes += u64::from(b.raw);
+            }
+            for e in [Some(&stream.head), stream.flushing.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                for i in 0..e.len() {
+                    if e.timestamps[i] >= start && e.timestamps[i] < end {
+                        stats.entries += 1;
+                        stats.bytes += e.line(i).len() as u64;
+                    }
+                }
+            }
+        }
+        stats.chunks = physical.len() as u64;
+        Ok(stats)
+    }
+
+    /// For every label name, how many values it has.
+    pub fn label_cardinality(&self) -> BTreeMap<String, usize> {
+        self.read_inner()
+            .postings
+            .iter()
+            .map(|(name, values)| (name.clone(), values.len()))
+            .collect()
     }
 
     /// Label names of streams with entries in `[start, end)`.

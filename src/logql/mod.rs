@@ -14,6 +14,7 @@ use std::fmt;
 
 use crate::log_database::query::{LineFilter, Matcher};
 
+pub use lexer::parse_duration;
 pub use parser::parse;
 
 /// A parse error, positioned for the person who typed the query.

@@ -416,8 +416,9 @@ impl Parser {
                             return Err(self.error_at(&here, "expected a parser or label filter after '|'; for a line filter write '|='".into()));
                         }
                         _ => {
-                            return Err(self
-                                .expected("json, logfmt, line_format or a label filter after '|'"));
+                            return Err(self.expected(
+                                "json, logfmt, line_format or a label filter after '|'",
+                            ));
                         }
                     }
                 }

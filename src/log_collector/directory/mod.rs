@@ -248,6 +248,16 @@ impl DirectoryCollector {
         }
     }
 
+    /// Bytes written to the files being read that have not been read yet
+    /// (one `fstat` per open file: call it now and then, not per batch).
+    pub fn lag_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .filter(|f| f.phase == Phase::Reading)
+            .filter_map(|f| Some(f.size().ok()?.saturating_sub(f.read_offset)))
+            .sum()
+    }
+
     /// A handle that makes a blocked [`next_batch`](Self::next_batch) return.
     pub fn waker(&self) -> Arc<dyn Wake> {
         self.watcher.waker()

@@ -1,0 +1,211 @@
+//! The curl-friendly routes: `/logs/{label}/{value}` and `/status`.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::loki::{direction, labels_json, params};
+use super::{ApiError, AppState, Row, run_log_query, tail};
+use crate::log_database::labels::sanitize_name;
+use crate::log_database::now_ns;
+use crate::log_database::query::{Direction, LineFilter, Matcher};
+use crate::logql::{LogExpr, Stage};
+
+/// How `/logs` writes lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Format {
+    /// A JSON array of lines.
+    Json,
+    /// One JSON object per line: timestamp, labels, line.
+    Ndjson,
+    /// The lines as text.
+    Text,
+}
+
+impl Format {
+    pub(super) fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Text => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// One row as it goes on the wire (not for `Json`, which is an array).
+    pub(super) fn row(self, (labels, ts, line): &Row) -> Vec<u8> {
+        match self {
+            Format::Text | Format::Json => {
+                let mut out = line.clone();
+                out.push(b'\n');
+                out
+            }
+            Format::Ndjson => {
+                let mut out = serde_json::to_vec(&json!({
+                    "timestamp": ts.to_string(),
+                    "labels": labels_json(labels),
+                    "line": String::from_utf8_lossy(line),
+                }))
+                .expect("JSON values serialize");
+                out.push(b'\n');
+                out
+            }
+        }
+    }
+}
+
+fn rfc3339(ns: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// `GET /logs/{key}/{*value}`: the lines of streams whose label `key` is
+/// `value`. By default the newest `limit` lines, oldest first, as `tail`
+/// shows them; `direction=forward` gives the oldest from `start` instead.
+pub(super) async fn logs(
+    State(state): State<AppState>,
+    Path((key, value)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = params(q, &Bytes::new())?;
+    if sanitize_name(&key) != key {
+        return Err(ApiError::bad_request(format!(
+            "{key:?} is not a label name; names are like namespace, pod_name or app_kubernetes_io_name"
+        )));
+    }
+    let follow = match p.get("follow") {
+        None | Some("false") | Some("") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "follow={other:?}: use true or false"
+            )));
+        }
+    };
+    let format = match p.get("format") {
+        None | Some("") if follow => Format::Ndjson,
+        None | Some("") | Some("json") => Format::Json,
+        Some("ndjson") => Format::Ndjson,
+        Some("text") => Format::Text,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format={other:?}: use json, ndjson or text"
+            )));
+        }
+    };
+    if follow && format == Format::Json {
+        return Err(ApiError::bad_request(
+            "follow=true streams lines: use format=ndjson or format=text".into(),
+        ));
+    }
+    let known = state.db.label_names(i64::MIN, i64::MAX);
+    if !follow && !known.contains(&key) {
+        return Err(ApiError {
+            status: axum::http::StatusCode::NOT_FOUND,
+            message: format!("unknown label {key:?}; known labels: {}", known.join(", ")),
+        });
+    }
+    // All time unless start/since says otherwise.
+    let (start, end) = p.range(now_ns())?;
+    let limit = state.check_limit(p.number("limit")?.unwrap_or(1000))?;
+    let explicit = p.get("direction").is_some();
+    let direction = direction(&p, Direction::Backward)?;
+    let mut stages = Vec::new();
+    if let Some(needle) = p.get("contains") {
+        stages.push(Stage::Line(Box::new(LineFilter::contains(
+            needle.as_bytes(),
+            false,
+        ))));
+    }
+    if let Some(pattern) = p.get("regex") {
+        stages.push(Stage::Line(Box::new(LineFilter::regex(pattern, false)?)));
+    }
+    let log = LogExpr {
+        selector: vec![Matcher::equal(&key, &value)],
+        stages,
+    };
+    // Subscribe before querying, so nothing written in between is missed.
+    let live = follow.then(|| state.db.subscribe());
+    let db = state.db.clone();
+    let query = log.clone();
+    let mut rows = state
+        .blocking(move |budget| {
+            run_log_query(
+                &db,
+                &query,
+                (start, end.saturating_add(1)),
+                direction,
+                limit,
+                &budget,
+            )
+        })
+        .await?;
+    if !explicit {
+        rows.reverse();
+    }
+    if let Some(live) = live {
+        let body = tail::follow_body(&state, log, rows, format, live);
+        return Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response());
+    }
+    let body = match format {
+        Format::Json => {
+            let lines: Vec<String> = rows
+                .iter()
+                .map(|(_, _, l)| String::from_utf8_lossy(l).into_owned())
+                .collect();
+            serde_json::to_vec(&lines).expect("strings serialize")
+        }
+        other => rows.iter().flat_map(|r| other.row(r)).collect(),
+    };
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from(body),
+    )
+        .into_response())
+}
+
+/// `GET /status`: what is being collected and stored.
+pub(super) async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let collector = state
+        .status
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let store = state.db.stats();
+    let now = now_ns();
+    // Rates are refreshed as batches arrive; quiet means zero.
+    let fresh = collector
+        .last_checkpoint
+        .is_some_and(|t| now - t < 5_000_000_000);
+    let rate = |v: f64| if fresh { v } else { 0.0 };
+    Json(json!({
+        "collector": {
+            "files_watched": collector.files_watched,
+            "lag_bytes": collector.lag_bytes,
+            "lines_per_second": rate(collector.lines_per_second),
+            "bytes_per_second": rate(collector.bytes_per_second),
+            "last_checkpoint": collector.last_checkpoint.map(rfc3339),
+            "lines_total": collector.collector.lines,
+            "bytes_total": collector.collector.bytes,
+            "lines_split": collector.collector.lines_split,
+            "files_rotated": collector.collector.files_rotated,
+            "truncations": collector.collector.truncations,
+        },
+        "store": {
+            "streams": store.streams,
+            "chunks": store.chunks,
+            "entries": store.entries,
+            "bytes_raw": store.raw_bytes,
+            "bytes_stored": store.stored_bytes,
+            "bytes_in_memory": store.head_bytes,
+            "oldest": store.oldest.map(rfc3339),
+            "newest": store.newest.map(rfc3339),
+            "flushes": store.flushes,
+            "flush_errors": store.flush_errors,
+        },
+        "labels": state.db.label_cardinality(),
+        "tail_subscribers": state.db.subscribers(),
+    }))
+}

@@ -1,0 +1,263 @@
+//! `/metrics` in Prometheus (OpenMetrics) text: what the collector, the
+//! store and the API did. Collector and store figures are read at scrape
+//! time; request counts and latencies are recorded as requests finish.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+
+type LabelPairs = Vec<(String, String)>;
+type HistogramFamily = Family<LabelPairs, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms … 8 s.
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+}
+
+/// Totals that only grow, exported as counters by adding what is new.
+#[derive(Default)]
+struct Totals {
+    seen: std::collections::HashMap<&'static str, u64>,
+}
+
+/// Every metric.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<LabelPairs, Counter>,
+    latency: HistogramFamily,
+    tails: Gauge,
+    counters: Vec<(&'static str, Counter)>,
+    gauges: Vec<(&'static str, Gauge)>,
+    checkpoint_age: Gauge<f64, AtomicU64>,
+    totals: Mutex<Totals>,
+}
+
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "lines_ingested",
+        "Lines read from log files and handed to the store.",
+    ),
+    ("bytes_ingested", "Line bytes read from log files."),
+    (
+        "lines_split",
+        "Pieces emitted because a line exceeded --max-line-bytes.",
+    ),
+    (
+        "files_rotated",
+        "Files that left the root (rotated away or deleted) and were drained.",
+    ),
+    (
+        "file_truncations",
+        "Files truncated or rewritten (copytruncate).",
+    ),
+    (
+        "watch_overflows",
+        "File event queue overflows answered with a rescan.",
+    ),
+    ("read_errors", "Errors reading log files (retried)."),
+    (
+        "store_flushes",
+        "Flushes that made entries and checkpoints durable (fsynced).",
+    ),
+    (
+        "store_flush_errors",
+        "Failed flushes; entries stay in memory and are retried.",
+    ),
+    (
+        "store_corrupt_blocks",
+        "Blocks that failed their checksum when read and were skipped.",
+    ),
+    (
+        "store_partitions_dropped",
+        "Hourly partitions deleted by retention.",
+    ),
+];
+
+const GAUGES: &[(&str, &str)] = &[
+    ("files_watched", "Log files open for reading."),
+    (
+        "collector_lag_bytes",
+        "Bytes written to log files but not yet read.",
+    ),
+    ("store_streams", "Streams in the store."),
+    ("store_chunks", "Compressed blocks on disk."),
+    ("store_entries", "Entries in the store."),
+    (
+        "store_raw_bytes",
+        "Line bytes in the store, before compression.",
+    ),
+    ("store_stored_bytes", "Bytes of blocks on disk."),
+    (
+        "store_memory_bytes",
+        "Bytes of entries in memory not yet flushed.",
+    ),
+];
+
+impl Metrics {
+    /// A registry with every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("monitoring_rs");
+        let requests = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status.",
+            requests.clone(),
+        );
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route.",
+            latency.clone(),
+        );
+        let tails = Gauge::default();
+        registry.register(
+            "tail_subscribers",
+            "Open follow requests and tail websockets.",
+            tails.clone(),
+        );
+        let counters = COUNTERS
+            .iter()
+            .map(|(name, help)| {
+                let c = Counter::default();
+                registry.register(*name, *help, c.clone());
+                (*name, c)
+            })
+            .collect();
+        let gauges = GAUGES
+            .iter()
+            .map(|(name, help)| {
+                let g = Gauge::default();
+                registry.register(*name, *help, g.clone());
+                (*name, g)
+            })
+            .collect();
+        let checkpoint_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "checkpoint_age_seconds",
+            "Seconds since lines and checkpoints were last handed to the store.",
+            checkpoint_age.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            tails,
+            counters,
+            gauges,
+            checkpoint_age,
+            totals: Mutex::default(),
+        }
+    }
+
+    /// Records one finished request.
+    pub fn observe_request(&self, route: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&vec![
+                ("route".into(), route.into()),
+                ("status".into(), status.to_string()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&vec![("route".into(), route.into())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub(super) fn tail_started(&self) {
+        self.tails.inc();
+    }
+
+    pub(super) fn tail_ended(&self) {
+        self.tails.dec();
+    }
+
+    fn set_total(&self, totals: &mut Totals, name: &'static str, value: u64) {
+        let seen = totals.seen.entry(name).or_insert(0);
+        if value > *seen
+            && let Some((_, c)) = self.counters.iter().find(|(n, _)| *n == name)
+        {
+            c.inc_by(value - *seen);
+            *seen = value;
+        }
+    }
+
+    fn set_gauge(&self, name: &str, value: u64) {
+        if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
+            g.set(value as i64);
+        }
+    }
+
+    /// Reads the collector's and store's figures into the metrics.
+    fn refresh(&self, state: &AppState) {
+        let status = state
+            .status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let store = state.db.stats();
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &status.collector;
+        for (name, value) in [
+            ("lines_ingested", c.lines),
+            ("bytes_ingested", c.bytes),
+            ("lines_split", c.lines_split),
+            ("files_rotated", c.files_rotated),
+            ("file_truncations", c.truncations),
+            ("watch_overflows", c.overflows),
+            ("read_errors", c.read_errors),
+            ("store_flushes", store.flushes),
+            ("store_flush_errors", store.flush_errors),
+            ("store_corrupt_blocks", store.corrupt_blocks),
+            ("store_partitions_dropped", store.partitions_dropped),
+        ] {
+            self.set_total(&mut totals, name, value);
+        }
+        for (name, value) in [
+            ("files_watched", status.files_watched),
+            ("collector_lag_bytes", status.lag_bytes),
+            ("store_streams", store.streams),
+            ("store_chunks", store.chunks),
+            ("store_entries", store.entries),
+            ("store_raw_bytes", store.raw_bytes),
+            ("store_stored_bytes", store.stored_bytes),
+            ("store_memory_bytes", store.head_bytes),
+        ] {
+            self.set_gauge(name, value);
+        }
+        if let Some(t) = status.last_checkpoint {
+            self.checkpoint_age
+                .set((crate::log_database::now_ns() - t) as f64 / 1e9);
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `GET /metrics`
+pub(super) async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.refresh(&state);
+    let mut text = String::new();
+    encode(&mut text, &state.metrics.registry).expect("writing to a String cannot fail");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}

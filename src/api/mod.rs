@@ -1,0 +1,309 @@
+//! The HTTP API: curl-friendly routes, LogQL, live tail, the Loki read API
+//! and `/metrics`. It holds no log data; every answer comes from the store.
+//!
+//! Queries run on the blocking pool with a deadline, and stop when the
+//! client goes away (the request future is dropped, which flips a flag the
+//! query checks). Client mistakes answer 4xx with a message saying what to
+//! fix.
+
+mod logs;
+mod loki;
+pub mod metrics;
+pub mod params;
+mod tail;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::ingest::Status;
+use crate::log_database::labels::Labels;
+use crate::log_database::{Database, StoreError};
+use crate::logql::LogExpr;
+use crate::logql::metric::{Budget, EvalError};
+
+/// Limits of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest `limit` a query may ask for.
+    pub max_limit: usize,
+    /// Longest time range a query may cover.
+    pub max_range: Duration,
+    /// How long a query may run.
+    pub query_timeout: Duration,
+    /// Most series a metric query may produce.
+    pub max_series: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_limit: 5000,
+            max_range: Duration::from_secs(31 * 24 * 3600),
+            query_timeout: Duration::from_secs(30),
+            max_series: 500,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub db: Arc<Database>,
+    /// Limits.
+    pub config: ApiConfig,
+    /// The collector's figures.
+    pub status: Arc<RwLock<Status>>,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Resolves when the server shuts down (ends follows and tails).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State over `db` with default limits, a blank collector status and no
+    /// shutdown signal (for tests and tools).
+    pub fn new(db: Arc<Database>) -> Self {
+        Self {
+            db,
+            config: ApiConfig::default(),
+            status: Arc::default(),
+            metrics: Arc::new(metrics::Metrics::new()),
+            shutdown: tokio::sync::watch::channel(false).1,
+        }
+    }
+}
+
+/// An error answer: a status and a message for the person who sent the request.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400 with `message`.
+    pub fn bad_request(message: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // Plain text, as Loki answers errors; Grafana and curl both show it.
+        (self.status, format!("{}\n", self.message)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Query(e) => Self::bad_request(e.to_string()),
+            other => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<EvalError> for ApiError {
+    fn from(error: EvalError) -> Self {
+        let status = match &error {
+            EvalError::Store(StoreError::Query(_))
+            | EvalError::TooManySeries(_)
+            | EvalError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EvalError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            // The client is gone; nobody reads this.
+            EvalError::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            EvalError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<crate::log_database::query::QueryError> for ApiError {
+    fn from(error: crate::log_database::query::QueryError) -> Self {
+        Self::bad_request(error.to_string())
+    }
+}
+
+impl From<crate::logql::ParseError> for ApiError {
+    fn from(error: crate::logql::ParseError) -> Self {
+        Self::bad_request(error.to_string())
+    }
+}
+
+/// Flips a query's cancel flag when the request is dropped (client gone).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl AppState {
+    /// Runs `work` on the blocking pool with this API's deadline; the work is
+    /// told to stop if the request goes away.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Budget) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancelled.clone());
+        let budget = Budget {
+            deadline: Instant::now() + self.config.query_timeout,
+            cancelled,
+            max_series: self.config.max_series,
+        };
+        tokio::task::spawn_blocking(move || work(budget))
+            .await
+            .map_err(|e| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("query failed: {e}"),
+            })?
+    }
+
+    fn check_limit(&self, limit: usize) -> Result<usize, ApiError> {
+        if limit > self.config.max_limit {
+            return Err(ApiError::bad_request(format!(
+                "limit={limit} is over the maximum of {}; ask for fewer lines or narrow the range",
+                self.config.max_limit
+            )));
+        }
+        Ok(limit)
+    }
+
+    fn check_range(&self, start: i64, end: i64) -> Result<(), ApiError> {
+        let span = end.saturating_sub(start);
+        if span > self.config.max_range.as_nanos() as i64 {
+            return Err(ApiError::bad_request(format!(
+                "the time range ({}) is longer than the maximum of {}; narrow it",
+                humantime::format_duration(Duration::from_secs((span / 1_000_000_000) as u64)),
+                humantime::format_duration(self.config.max_range)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One log entry of a result.
+pub(crate) type Row = (Arc<Labels>, i64, Vec<u8>);
+
+/// Runs a log query: the store does the selector, range and leading line
+/// filters; the rest of the pipeline runs here, until `limit` entries.
+pub(crate) fn run_log_query(
+    db: &Database,
+    log: &LogExpr,
+    (start, end): (i64, i64),
+    direction: crate::log_database::query::Direction,
+    limit: usize,
+    budget: &Budget,
+) -> Result<Vec<Row>, ApiError> {
+    let (mut query, pipeline) = log.plan(start, end, direction);
+    if pipeline.is_empty() {
+        query.limit = limit;
+    }
+    let mut rows = Vec::new();
+    for (n, entry) in db.query(query)?.enumerate() {
+        if rows.len() >= limit {
+            break;
+        }
+        if n % 4096 == 0 {
+            budget.check()?;
+        }
+        if let Some(out) = pipeline.process(&entry.labels, entry.timestamp, &entry.line) {
+            rows.push((out.labels, entry.timestamp, out.line.into_owned()));
+        }
+    }
+    Ok(rows)
+}
+
+async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .observe_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ready", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics::handler))
+        .route("/status", get(logs::status))
+        .route("/logs/{key}/{*value}", get(logs::logs))
+        .route("/query", get(loki::query_range))
+        .route("/loki/api/v1/query", get(loki::query).post(loki::query))
+        .route(
+            "/loki/api/v1/query_range",
+            get(loki::query_range).post(loki::query_range),
+        )
+        .route("/loki/api/v1/labels", get(loki::labels).post(loki::labels))
+        .route("/loki/api/v1/label/{name}/values", get(loki::label_values))
+        .route("/loki/api/v1/series", get(loki::series).post(loki::series))
+        .route(
+            "/loki/api/v1/index/stats",
+            get(loki::index_stats).post(loki::index_stats),
+        )
+        .route(
+            "/loki/api/v1/index/volume",
+            get(loki::volume).post(loki::volume),
+        )
+        .route(
+            "/loki/api/v1/index/volume_range",
+            get(loki::volume_range).post(loki::volume_range),
+        )
+        .route("/loki/api/v1/status/buildinfo", get(loki::buildinfo))
+        .route("/loki/api/v1/tail", get(tail::websocket))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: "no such route; see the README for the API".into(),
+            }
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,178 @@
+//! Query-string parameters as Loki reads them: times as ns integers, seconds
+//! (float or ≤ 10 digits) or RFC 3339; durations as `5m` or float seconds.
+
+use super::ApiError;
+use crate::log_database::now_ns;
+
+/// Parameters of a request, repeated keys kept (`match[]`).
+#[derive(Debug, Default, Clone)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses a query string or form body.
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(text)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+    }
+
+    /// Adds the pairs of another (a POST body).
+    pub fn extend(&mut self, other: Params) {
+        self.0.extend(other.0);
+    }
+
+    /// The last value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// A time parameter, in ns.
+    pub fn time(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_time(key, v))
+            .transpose()
+    }
+
+    /// A duration parameter, in ns.
+    pub fn duration(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_duration(key, v))
+            .transpose()
+    }
+
+    /// A positive integer parameter.
+    pub fn number(&self, key: &str) -> Result<Option<usize>, ApiError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<usize>().map_err(|_| {
+                    ApiError::bad_request(format!("{key}={v:?} is not a non-negative integer"))
+                })
+            })
+            .transpose()
+    }
+
+    /// `start` and `end` (ns): `end` defaults to now, `start` to `since`
+    /// before `end`, or `default_span` before it. Checks `start <= end`.
+    pub fn range(&self, default_span: i64) -> Result<(i64, i64), ApiError> {
+        let end = self.time("end")?.unwrap_or_else(now_ns);
+        let start = match (self.time("start")?, self.duration("since")?) {
+            (Some(start), _) => start,
+            (None, Some(since)) => end.saturating_sub(since),
+            (None, None) => end.saturating_sub(default_span),
+        };
+        if start > end {
+            return Err(ApiError::bad_request(
+                "the start of the time range is after its end".into(),
+            ));
+        }
+        Ok((start, end))
+    }
+}
+
+/// Parses a time: integer ns (or seconds if it has at most 10 digits, as
+/// Loki does), float seconds, or RFC 3339.
+pub fn parse_time(key: &str, value: &str) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{key}={value:?} is not a time: use nanoseconds since the epoch, seconds (1700000000.5) or RFC 3339 (2026-11-22T10:00:00Z)"
+        ))
+    };
+    if let Ok(n) = value.parse::<i64>() {
+        let digits = value.trim_start_matches('-').len();
+        return if digits <= 10 {
+            n.checked_mul(1_000_000_000).ok_or_else(bad)
+        } else {
+            Ok(n)
+        };
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_finite() && secs.abs() < 9.2e9 {
+            return Ok((secs * 1e9).round() as i64);
+        }
+        return Err(bad());
+    }
+    let t = humantime::parse_rfc3339_weak(value).map_err(|_| bad())?;
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).map_err(|_| bad()),
+        Err(e) => i64::try_from(e.duration().as_nanos())
+            .map(|n| -n)
+            .map_err(|_| bad()),
+    }
+}
+
+/// Parses a duration: `5m`, `1h30m`, `250ms`, or float seconds.
+pub fn parse_duration(key: &str, value: &str) -> Result<i64, ApiError> {
+    let parsed = match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Some((secs * 1e9) as i64),
+        Ok(_) => None,
+        Err(_) => crate::logql::parse_duration(value),
+    };
+    parsed.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{key}={value:?} is not a duration: use 5m, 1h30m, 250ms or seconds"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_every_loki_form() {
+        assert_eq!(
+            parse_time("t", "1700000000").unwrap(),
+            1_700_000_000_000_000_000
+        );
+        assert_eq!(
+            parse_time("t", "1700000000123456789").unwrap(),
+            1_700_000_000_123_456_789
+        );
+        assert_eq!(
+            parse_time("t", "1700000000.5").unwrap(),
+            1_700_000_000_500_000_000
+        );
+        assert_eq!(
+            parse_time("t", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000_000_000
+        );
+        assert_eq!(
+            parse_time("t", "2023-11-14T22:13:20.25Z").unwrap(),
+            1_700_000_000_250_000_000
+        );
+        assert!(
+            parse_time("start", "yesterday")
+                .unwrap_err()
+                .to_string()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn durations_and_repeated_keys() {
+        assert_eq!(parse_duration("step", "15").unwrap(), 15_000_000_000);
+        assert_eq!(parse_duration("step", "0.5").unwrap(), 500_000_000);
+        assert_eq!(parse_duration("since", "1h30m").unwrap(), 5_400_000_000_000);
+        assert!(parse_duration("since", "-5").is_err());
+        let p = Params::parse("match%5B%5D=%7Ba%3D%22b%22%7D&match[]={c=\"d\"}&limit=5").unwrap();
+        assert_eq!(p.all("match[]"), vec![r#"{a="b"}"#, r#"{c="d"}"#]);
+        assert_eq!(p.number("limit").unwrap(), Some(5));
+        assert!(Params::parse("start=20&end=10").unwrap().range(0).is_err());
+    }
+}

@@ -1,0 +1,606 @@
+//! The HTTP API against a real server on 127.0.0.1:0 over a filled store,
+//! called with a real HTTP client: status codes and exact JSON shapes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use monitoring_rs::api::{self, AppState};
+use monitoring_rs::log_database::labels::Labels;
+use monitoring_rs::log_database::{Config, Database, StreamEntries, WriteBatch};
+use serde_json::{Value, json};
+
+const S: i64 = 1_000_000_000;
+/// 2026-11-20T10:00:00Z
+const T0: i64 = 1_795_168_800 * S;
+
+struct Server {
+    base: String,
+    db: Arc<Database>,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn entries(labels: Labels, lines: &[(i64, &str)]) -> StreamEntries {
+    StreamEntries {
+        labels,
+        entries: lines
+            .iter()
+            .map(|(t, l)| (T0 + t * S, l.as_bytes().to_vec()))
+            .collect(),
+    }
+}
+
+async fn server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Database::open(dir.path(), Config::default()).unwrap();
+    let db = Arc::new(db);
+    db.write(&WriteBatch {
+        streams: vec![
+            entries(
+                Labels::new([
+                    ("namespace", "default"),
+                    ("pod_name", "web-1"),
+                    ("app", "web"),
+                ]),
+                &[
+                    (1, r#"{"level":"info","status":200,"msg":"GET /"}"#),
+                    (2, r#"{"level":"error","status":503,"msg":"upstream down"}"#),
+                    (4, r#"{"level":"info","status":200,"msg":"GET /healthz"}"#),
+                ],
+            ),
+            entries(
+                Labels::new([
+                    ("namespace", "default"),
+                    ("pod_name", "db-0"),
+                    ("app", "db"),
+                ]),
+                &[
+                    (3, "level=warn msg=\"slow query\" took=1.5s"),
+                    (5, "level=info msg=checkpoint took=20ms"),
+                ],
+            ),
+            entries(
+                Labels::new([
+                    ("namespace", "kube-system"),
+                    ("pod_name", "dns"),
+                    ("app", "dns"),
+                ]),
+                &[(6, "dns ready")],
+            ),
+        ],
+        checkpoints: vec![],
+    })
+    .unwrap();
+    db.flush().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let state = AppState {
+        shutdown: stopped.clone(),
+        ..AppState::new(db.clone())
+    };
+    tokio::spawn(api::serve(listener, state, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    Server {
+        base,
+        db,
+        client: reqwest::Client::new(),
+        _dir: dir,
+        stop,
+    }
+}
+
+impl Server {
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn json(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let (status, body) = self.get(path, query).await;
+        assert_eq!(status, 200, "{path} {query:?}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn write(&self, labels: Labels, line: &str) {
+        self.db
+            .write(&WriteBatch {
+                streams: vec![StreamEntries {
+                    labels,
+                    entries: vec![(
+                        monitoring_rs::log_database::now_ns(),
+                        line.as_bytes().to_vec(),
+                    )],
+                }],
+                checkpoints: vec![],
+            })
+            .unwrap();
+    }
+}
+
+const ALL: (&str, &str) = ("start", "1795168800");
+const END: (&str, &str) = ("end", "1795168900");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_routes() {
+    let s = server().await;
+    assert_eq!(s.get("/ready", &[]).await, (200, "ready\n".into()));
+    let lines = s.json("/logs/namespace/default", &[]).await;
+    assert_eq!(lines.as_array().unwrap().len(), 5);
+    assert_eq!(
+        lines[0], r#"{"level":"info","status":200,"msg":"GET /"}"#,
+        "oldest first"
+    );
+    assert_eq!(
+        s.json("/logs/app/web", &[("contains", "error")])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.json("/logs/app/db", &[("regex", "took=[0-9.]+s")])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let newest = s.json("/logs/namespace/default", &[("limit", "2")]).await;
+    assert_eq!(
+        newest,
+        json!([
+            r#"{"level":"info","status":200,"msg":"GET /healthz"}"#,
+            "level=info msg=checkpoint took=20ms"
+        ])
+    );
+    let oldest = s
+        .json(
+            "/logs/namespace/default",
+            &[("limit", "1"), ("direction", "forward")],
+        )
+        .await;
+    assert_eq!(oldest[0], r#"{"level":"info","status":200,"msg":"GET /"}"#);
+    let (status, ndjson) = s.get("/logs/app/dns", &[("format", "ndjson")]).await;
+    assert_eq!(status, 200);
+    let row: Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        row,
+        json!({"timestamp": (T0 + 6 * S).to_string(), "labels": {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}, "line": "dns ready"})
+    );
+    assert_eq!(
+        s.get("/logs/app/dns", &[("format", "text")]).await,
+        (200, "dns ready\n".into())
+    );
+    // Values may hold slashes (the directory collector's `path`).
+    s.write(Labels::new([("path", "/var/log/app.log")]), "from a file");
+    assert_eq!(s.json("/logs/path/var/log/app.log", &[]).await, json!([]));
+    assert_eq!(
+        s.json("/logs/path//var/log/app.log", &[]).await,
+        json!(["from a file"])
+    );
+
+    // Client mistakes: 4xx with a message saying what to fix.
+    for (path, query, status, says) in [
+        ("/logs/color/blue", vec![], 404, "unknown label"),
+        (
+            "/logs/app/web",
+            vec![("regex", "(")],
+            400,
+            "invalid regular expression",
+        ),
+        (
+            "/logs/app/web",
+            vec![("limit", "100000")],
+            400,
+            "over the maximum",
+        ),
+        (
+            "/logs/app/web",
+            vec![("start", "20"), ("end", "10")],
+            400,
+            "after its end",
+        ),
+        (
+            "/logs/app/web",
+            vec![("start", "yesterday")],
+            400,
+            "RFC 3339",
+        ),
+        (
+            "/logs/app/web",
+            vec![("format", "xml")],
+            400,
+            "use json, ndjson or text",
+        ),
+        ("/logs/app.x/web", vec![], 400, "not a label name"),
+        ("/nowhere", vec![], 404, "no such route"),
+        ("/loki/api/v1/detected_labels", vec![], 404, "no such route"),
+    ] {
+        let (got, body) = s.get(path, &query).await;
+        assert_eq!(got, status, "{path} {query:?}: {body}");
+        assert!(body.contains(says), "{path} {query:?}: {body}");
+    }
+    let status = s.json("/status", &[]).await;
+    assert_eq!(status["store"]["streams"], 4);
+    assert_eq!(status["labels"]["namespace"], 2);
+    assert!(status["collector"]["lag_bytes"].is_number());
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_log_queries_have_lokis_shapes() {
+    let s = server().await;
+    let got = s
+        .json(
+            "/loki/api/v1/query_range",
+            &[("query", r#"{app="dns"}"#), ALL, END],
+        )
+        .await;
+    assert_eq!(
+        got,
+        json!({"status": "success", "data": {"resultType": "streams", "result": [
+            {"stream": {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}, "values": [[(T0 + 6 * S).to_string(), "dns ready"]]}
+        ], "stats": {}}})
+    );
+    // Backward by default, newest first within a stream; limit is global.
+    let got = s
+        .json(
+            "/loki/api/v1/query_range",
+            &[
+                ("query", r#"{namespace="default"}"#),
+                ALL,
+                END,
+                ("limit", "3"),
+            ],
+        )
+        .await;
+    let result = got["data"]["result"].as_array().unwrap();
+    let count: usize = result
+        .iter()
+        .map(|s| s["values"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(count, 3);
+    let web = result.iter().find(|s| s["stream"]["app"] == "web").unwrap();
+    assert_eq!(web["values"][0][0], (T0 + 4 * S).to_string());
+    // The pipeline: json parser, label filter, line_format; the native /query too.
+    for path in ["/loki/api/v1/query_range", "/query"] {
+        let got = s
+            .json(path, &[("query", r#"{app="web"} | json | status >= 500 | line_format "{{.level}}: {{.msg}}""#), ALL, END])
+            .await;
+        let result = &got["data"]["result"];
+        assert_eq!(result.as_array().unwrap().len(), 1, "{got}");
+        assert_eq!(result[0]["values"][0][1], "error: upstream down");
+        assert_eq!(result[0]["stream"]["status"], "503");
+    }
+    let got = s
+        .json(
+            "/loki/api/v1/query_range",
+            &[("query", r#"{app="db"} | logfmt | took > 1s"#), ALL, END],
+        )
+        .await;
+    assert_eq!(
+        got["data"]["result"][0]["values"].as_array().unwrap().len(),
+        1
+    );
+    // Timestamps as RFC 3339 and as float seconds.
+    let got = s
+        .json(
+            "/loki/api/v1/query_range",
+            &[
+                ("query", r#"{app="web"}"#),
+                ("start", "2026-11-20T10:00:02Z"),
+                ("end", "1795168803.5"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        got["data"]["result"][0]["values"].as_array().unwrap().len(),
+        1
+    );
+
+    let (status, body) = s
+        .get(
+            "/loki/api/v1/query_range",
+            &[("query", r#"{namespace="default", app "web"}"#)],
+        )
+        .await;
+    assert_eq!(
+        (status, body.trim()),
+        (
+            400,
+            "parse error at 1:27: expected '=', '!=', '=~' or '!~', found string \"web\""
+        )
+    );
+    let (status, body) = s
+        .get(
+            "/loki/api/v1/query_range",
+            &[(
+                "query",
+                r#"quantile_over_time(0.9, {app="web"} | unwrap x [1m])"#,
+            )],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("unsupported: the function 'quantile_over_time'"),
+        "{body}"
+    );
+    let (status, body) = s
+        .get("/loki/api/v1/query_range", &[("query", r#"{app=~".*"}"#)])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = s.get("/loki/api/v1/query_range", &[]).await;
+    assert!(
+        status == 400 && body.contains("query parameter is required"),
+        "{body}"
+    );
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_metric_queries() {
+    let s = server().await;
+    // The data source's "Save & test".
+    let got = s
+        .json(
+            "/loki/api/v1/query",
+            &[("query", "vector(1)+vector(1)"), ("time", "4")],
+        )
+        .await;
+    assert_eq!(
+        got,
+        json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [4.0, "2"]}], "stats": {}}})
+    );
+    let got = s
+        .json("/loki/api/v1/query", &[("query", "1+1"), ("time", "4")])
+        .await;
+    assert_eq!(got["data"]["resultType"], "scalar");
+    // Explore's log-volume histogram.
+    let got = s
+        .json(
+            "/loki/api/v1/query_range",
+            &[
+                (
+                    "query",
+                    r#"sum by (level) (count_over_time({namespace="default"} | json [10s]))"#,
+                ),
+                ("start", "1795168810"),
+                ("end", "1795168810"),
+                ("step", "10s"),
+            ],
+        )
+        .await;
+    assert_eq!(got["data"]["resultType"], "matrix");
+    let result = got["data"]["result"].as_array().unwrap();
+    let info = result
+        .iter()
+        .find(|s| s["metric"]["level"] == "info")
+        .unwrap();
+    assert_eq!(info["values"], json!([[1795168810.0, "2"]]));
+    let got = s
+        .json(
+            "/loki/api/v1/query",
+            &[
+                (
+                    "query",
+                    r#"topk(1, sum by (app) (count_over_time({namespace="default"}[1h])))"#,
+                ),
+                ("time", "1795168810"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        got["data"]["result"],
+        json!([{"metric": {"app": "web"}, "value": [1795168810.0, "3"]}])
+    );
+    let (status, body) = s
+        .get(
+            "/loki/api/v1/query_range",
+            &[
+                ("query", r#"count_over_time({app="web"}[1m])"#),
+                ("since", "30d"),
+                ("end", "1795168810"),
+                ("step", "1s"),
+            ],
+        )
+        .await;
+    assert!(status == 400 && body.contains("increase step"), "{body}");
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_series_and_index() {
+    let s = server().await;
+    let names = s.json("/loki/api/v1/labels", &[ALL, END]).await;
+    assert_eq!(
+        names,
+        json!({"status": "success", "data": ["app", "namespace", "pod_name"]})
+    );
+    let values = s
+        .json(
+            "/loki/api/v1/label/app/values",
+            &[ALL, END, ("query", r#"{namespace="default"}"#)],
+        )
+        .await;
+    assert_eq!(values["data"], json!(["db", "web"]));
+    let series = s
+        .json(
+            "/loki/api/v1/series",
+            &[
+                ("match[]", r#"{app="dns"}"#),
+                ("match[]", r#"{app="db"}"#),
+                ALL,
+                END,
+            ],
+        )
+        .await;
+    assert_eq!(
+        series["data"],
+        json!([{"app": "db", "namespace": "default", "pod_name": "db-0"}, {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}])
+    );
+    // POST as a form, as Grafana does.
+    let response = s
+        .client
+        .post(format!("{}/loki/api/v1/series", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "match%5B%5D=%7Bapp%3D%22dns%22%7D&start={}&end={}",
+            ALL.1, END.1
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    let (status, _) = s.get("/loki/api/v1/series", &[]).await;
+    assert_eq!(status, 400);
+    let stats = s
+        .json(
+            "/loki/api/v1/index/stats",
+            &[("query", r#"{namespace="default"}"#), ALL, END],
+        )
+        .await;
+    assert_eq!(
+        stats,
+        json!({"streams": 2, "chunks": 1, "entries": 5, "bytes": stats["bytes"].clone()})
+    );
+    assert!(stats["bytes"].as_u64().unwrap() > 100);
+    let volume = s
+        .json(
+            "/loki/api/v1/index/volume",
+            &[("query", r#"{namespace=~".+"}"#), ALL, END],
+        )
+        .await;
+    assert_eq!(volume["data"]["resultType"], "vector");
+    assert_eq!(
+        volume["data"]["result"].as_array().unwrap().len(),
+        2,
+        "{volume}"
+    );
+    let volume = s
+        .json(
+            "/loki/api/v1/index/volume_range",
+            &[
+                ("query", r#"{namespace="default"}"#),
+                ("targetLabels", "app"),
+                ALL,
+                END,
+                ("step", "50s"),
+            ],
+        )
+        .await;
+    assert_eq!(volume["data"]["resultType"], "matrix");
+    let info = s.json("/loki/api/v1/status/buildinfo", &[]).await;
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    let (_, metrics) = s.get("/metrics", &[]).await;
+    for name in [
+        "monitoring_rs_http_requests_total",
+        "monitoring_rs_http_request_duration_seconds",
+        "monitoring_rs_store_stored_bytes",
+        "monitoring_rs_lines_ingested_total",
+        "monitoring_rs_tail_subscribers",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_delivers_new_lines_within_100ms() {
+    let s = server().await;
+    let response = s
+        .client
+        .get(format!("{}/logs/app/live", s.base))
+        .query(&[("follow", "true")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        // Wait until the request is subscribed, then time each line.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let written = Instant::now();
+        s.write(Labels::new([("app", "live")]), &format!("line {i}"));
+        let mut got = Vec::new();
+        while !got.ends_with(b"\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            got.extend_from_slice(&chunk);
+        }
+        latencies.push(written.elapsed());
+        let row: Value = serde_json::from_slice(got.trim_ascii()).unwrap();
+        assert_eq!(row["line"], format!("line {i}"));
+    }
+    latencies.sort();
+    assert!(
+        latencies[2] < Duration::from_millis(100),
+        "median {:?}",
+        latencies[2]
+    );
+    // Shutdown ends the response cleanly.
+    let _ = s.stop.send(true);
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the follow response did not end at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_tail_websocket() {
+    let s = server().await;
+    let url = format!(
+        "{}/loki/api/v1/tail?query=%7Bapp%3D%22web%22%7D&start=1795168800",
+        s.base.replace("http", "ws")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // Backfill first: the stored web lines, oldest first.
+    let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let backfill: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(
+        backfill["streams"][0]["values"].as_array().unwrap().len(),
+        3
+    );
+    s.write(
+        Labels::new([
+            ("app", "web"),
+            ("namespace", "default"),
+            ("pod_name", "web-1"),
+        ]),
+        "live line",
+    );
+    s.write(Labels::new([("app", "other")]), "not for this tail");
+    let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let live: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(live["streams"][0]["values"][0][1], "live line");
+    assert_eq!(live["streams"][0]["stream"]["app"], "web");
+    socket.close(None).await.unwrap();
+    let _ = s.stop.send(true);
+}
