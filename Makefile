@@ -3,7 +3,7 @@ CARGO ?= cargo
 # The folder `make run` tails (a small sample ships with the repository).
 ROOT ?= sample-logs
 
-.PHONY: build run test lint bench-collector bench-store
+.PHONY: build run test lint bench-collector bench-store bench-api
 
 build:
 	$(CARGO) build --release --locked
@@ -27,3 +27,7 @@ bench-collector:
 # Ingests ~10M generated entries into a fresh store, then opens and queries it.
 bench-store:
 	$(CARGO) bench --locked --bench store
+
+# The real binary tailing 50k lines/s while 50 clients query it.
+bench-api:
+	$(CARGO) bench --locked --bench api
