@@ -163,11 +163,15 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     Some(total)
 }
 
-fn parse_bytes(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+/// Parses a byte size like `1.5MB`, `20KiB` or a bare number of bytes.
+pub fn parse_bytes(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let number: f64 = text[..split].parse().ok()?;
-    let unit: f64 = match text[split..].to_ascii_uppercase().as_str() {
-        "B" => 1.0,
+    let unit = match text[split..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
         "KB" => 1e3,
         "MB" => 1e6,
         "GB" => 1e9,
@@ -178,7 +182,7 @@ fn parse_bytes(text: &str) -> Option<u64> {
         "TIB" => 1099511627776.0,
         _ => return None,
     };
-    Some((number * unit) as u64)
+    Some(number * unit)
 }
 
 /// Splits a query into tokens.
@@ -309,7 +313,7 @@ pub fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
                 } else if let Some(d) = parse_duration(&text) {
                     Tok::Duration(d)
                 } else if let Some(b) = parse_bytes(&text) {
-                    Tok::Bytes(b)
+                    Tok::Bytes(b as u64)
                 } else {
                     return Err(err(
                         start_line,

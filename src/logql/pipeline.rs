@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::lexer::parse_duration;
+use super::lexer::{parse_bytes, parse_duration};
 use super::{CompareOp, LabelPredicate, LogExpr, Stage, Template, TemplatePart, ValueKind};
 use crate::log_database::labels::{Labels, sanitize_name};
 use crate::log_database::query::{Direction, Query};
@@ -244,27 +244,6 @@ fn duration_seconds(text: &str) -> Option<f64> {
     parse_duration(text.trim()).map(|ns| ns as f64 / 1e9)
 }
 
-fn bytes_value(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let number: f64 = text[..split].parse().ok()?;
-    let unit = match text[split..].trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1.0,
-        "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "KIB" => 1024.0,
-        "MIB" => 1048576.0,
-        "GIB" => 1073741824.0,
-        "TIB" => 1099511627776.0,
-        _ => return None,
-    };
-    Some(number * unit)
-}
-
 fn holds(predicate: &LabelPredicate, state: &mut State<'_>) -> bool {
     match predicate {
         LabelPredicate::And(a, b) => holds(a, state) && holds(b, state),
@@ -280,7 +259,7 @@ fn holds(predicate: &LabelPredicate, state: &mut State<'_>) -> bool {
             let parsed = match kind {
                 ValueKind::Number => raw.trim().parse::<f64>().ok(),
                 ValueKind::Duration => duration_seconds(&raw),
-                ValueKind::Bytes => bytes_value(&raw),
+                ValueKind::Bytes => parse_bytes(&raw),
             };
             match parsed {
                 Some(v) => CompareOp::holds(*op, v, *value),
