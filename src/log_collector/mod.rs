@@ -4,6 +4,8 @@
 //! - [`directory`]: every regular file under a root directory.
 //! - [`checkpoint`]: what a checkpoint is and the file that keeps them while
 //!   lines are only printed.
+//! - [`kubernetes`]: container log names and formats (CRI, Docker json-file).
 
 pub mod checkpoint;
 pub mod directory;
+pub mod kubernetes;
