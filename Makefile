@@ -1,9 +1,15 @@
 # monitoring-rs: the commands a developer and CI run.
 CARGO ?= cargo
+DOCKER ?= docker
+KUBECTL ?= kubectl
+# Where `make kuberun` pushes the image, e.g. registry.example.com/team.
+DOCKER_REGISTRY ?=
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+IMAGE = $(DOCKER_REGISTRY)/monitoring-rs:$(VERSION)
 # The folder `make run` tails (a small sample ships with the repository).
 ROOT ?= sample-logs
 
-.PHONY: build run test lint bench-collector bench-store bench-api
+.PHONY: build run test lint bench bench-collector bench-store bench-api dockertest kuberun kubecleanup
 
 build:
 	$(CARGO) build --release --locked
@@ -31,3 +37,26 @@ bench-store:
 # The real binary tailing 50k lines/s while 50 clients query it.
 bench-api:
 	$(CARGO) bench --locked --bench api
+
+# Every benchmark, one after the other.
+bench: bench-collector bench-store bench-api
+
+# The test suite and clippy inside the build image (needs a Docker engine).
+dockertest:
+	$(DOCKER) compose run --rm test
+	$(DOCKER) compose run --rm lint
+
+# Build and push the image, deploy the DaemonSet, wait for it, follow its logs.
+# Needs a Docker engine, a registry the cluster can pull from, and kubectl
+# pointed at the cluster.
+kuberun:
+	@test -n "$(DOCKER_REGISTRY)" || { echo "set DOCKER_REGISTRY, e.g. make kuberun DOCKER_REGISTRY=registry.example.com/team"; exit 2; }
+	$(DOCKER) build -t $(IMAGE) .
+	$(DOCKER) push $(IMAGE)
+	sed 's|image: monitoring-rs:latest|image: $(IMAGE)|' deploy/kubernetes.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) -n monitoring-rs rollout status daemonset/monitoring-rs --timeout=180s
+	$(KUBECTL) -n monitoring-rs logs -f daemonset/monitoring-rs
+
+# Remove everything kuberun created.
+kubecleanup:
+	$(KUBECTL) delete -f deploy/kubernetes.yaml --ignore-not-found

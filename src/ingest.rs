@@ -12,7 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::log_collector::directory::batch::Batch;
-use crate::log_collector::directory::{CollectorStats, DirectoryCollector};
+use crate::log_collector::directory::{CollectorError, CollectorStats, DirectoryCollector};
+use crate::log_collector::kubernetes::KubernetesCollector;
 use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StoreError, StreamEntries, WriteBatch};
 
@@ -70,6 +71,84 @@ impl StatusUpdater {
         status.files_watched = stats.files_open;
         status.collector = stats;
     }
+}
+
+/// A collector as the ingest loop sees it: store writes, one after another.
+pub trait Collect: Send {
+    /// Fills `out` with the next entries and checkpoints; blocks until there
+    /// is something, or a waker fires (then `out` may be empty).
+    fn next(&mut self, out: &mut WriteBatch) -> Result<(), CollectorError>;
+    /// The directory collector underneath (for status figures).
+    fn directory(&self) -> &DirectoryCollector;
+}
+
+/// The directory collector, labelling each file's lines with its `path`.
+pub struct DirectorySource {
+    collector: DirectoryCollector,
+    batch: Batch,
+}
+
+impl DirectorySource {
+    /// Wraps a directory collector.
+    pub fn new(collector: DirectoryCollector) -> Self {
+        Self {
+            collector,
+            batch: Batch::default(),
+        }
+    }
+}
+
+impl Collect for DirectorySource {
+    fn next(&mut self, out: &mut WriteBatch) -> Result<(), CollectorError> {
+        self.collector.next_batch(&mut self.batch, None)?;
+        *out = directory_batch(&self.batch, crate::log_database::now_ns());
+        Ok(())
+    }
+
+    fn directory(&self) -> &DirectoryCollector {
+        &self.collector
+    }
+}
+
+impl Collect for KubernetesCollector {
+    fn next(&mut self, out: &mut WriteBatch) -> Result<(), CollectorError> {
+        self.next_batch(out, None)
+    }
+
+    fn directory(&self) -> &DirectoryCollector {
+        KubernetesCollector::directory(self)
+    }
+}
+
+/// Moves batches from `source` into `db` until `stop` is set or the
+/// collector fails; notifies `flusher` of every write and keeps `status`.
+pub fn run(
+    source: &mut dyn Collect,
+    db: &Database,
+    flusher: &Flusher,
+    status: &mut StatusUpdater,
+    stop: &AtomicBool,
+) -> Result<(), CollectorError> {
+    let mut write = WriteBatch::default();
+    while !stop.load(Ordering::Relaxed) {
+        source.next(&mut write)?;
+        if write.streams.is_empty() && write.checkpoints.is_empty() {
+            continue;
+        }
+        match write_patiently(db, &write, stop) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                // Only backpressure is retried; anything else is a bug in
+                // the caller's batch, which the store already rejected whole.
+                tracing::error!(%error, "The log store refused a batch.");
+                break;
+            }
+        }
+        flusher.notify();
+        status.batch_written(source.directory());
+    }
+    Ok(())
 }
 
 /// How often retention is checked at most (after a flush).

@@ -15,7 +15,9 @@ use monitoring_rs::ingest::{self, Flusher};
 use monitoring_rs::log_collector::checkpoint::{CheckpointFile, CheckpointSet};
 use monitoring_rs::log_collector::directory::batch::Batch;
 use monitoring_rs::log_collector::directory::{DirectoryCollector, DirectoryConfig, ReadFrom};
-use monitoring_rs::log_database::{Config as StoreConfig, Database, now_ns};
+use monitoring_rs::log_collector::kubernetes::metadata::{PodCache, watch_pods};
+use monitoring_rs::log_collector::kubernetes::{KubernetesCollector, KubernetesConfig};
+use monitoring_rs::log_database::{Config as StoreConfig, Database};
 use monitoring_rs::watcher;
 use tracing_subscriber::EnvFilter;
 
@@ -71,6 +73,37 @@ struct Args {
     /// (e.g. 10GiB, 500MB).
     #[arg(long, env = "RETENTION_SIZE", default_value = "10GiB", value_parser = parse_size)]
     retention_size: u64,
+
+    /// This node's name (Kubernetes collector; the DaemonSet sets NODE_NAME
+    /// from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+
+    /// A kubeconfig file to reach the API server outside a cluster
+    /// (default: KUBECONFIG, ~/.kube/config, or the in-cluster account).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Pod labels that become stream labels (comma-separated; all if empty).
+    #[arg(long, env = "INCLUDE_POD_LABELS", value_delimiter = ',')]
+    include_pod_labels: Vec<String>,
+
+    /// Pod labels that never become stream labels (comma-separated).
+    #[arg(
+        long,
+        env = "EXCLUDE_POD_LABELS",
+        value_delimiter = ',',
+        default_value = "pod-template-hash,controller-revision-hash,pod-template-generation"
+    )]
+    exclude_pod_labels: Vec<String>,
+
+    /// How long a log file whose pod is not known yet waits for its metadata.
+    #[arg(long, env = "POD_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pod_wait: Duration,
+
+    /// How long a deleted pod's metadata is kept for its last lines.
+    #[arg(long, env = "DELETED_POD_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
+    deleted_pod_grace: Duration,
 
     /// Largest number of lines a query may ask for.
     #[arg(long, env = "MAX_LIMIT", default_value_t = 5000)]
@@ -133,16 +166,13 @@ fn run() -> anyhow::Result<()> {
     raise_open_file_limit();
 
     let root = match (args.log_collector, &args.root_path) {
-        (CollectorKind::Directory, Some(root)) => root.clone(),
+        (_, Some(root)) => root.clone(),
         (CollectorKind::Directory, None) => {
             bail!("--root-path (ROOT_PATH) is required with --log-collector directory")
         }
-        (CollectorKind::Kubernetes, _) => bail!(
-            "--log-collector kubernetes is not available in this build yet; \
-             run with --log-collector directory --root-path <dir>"
-        ),
+        (CollectorKind::Kubernetes, None) => PathBuf::from("/var/log/containers"),
     };
-    tracing::info!(root = %root.display(), output = ?args.output, "Starting the directory collector.");
+    tracing::info!(collector = ?args.log_collector, root = %root.display(), output = ?args.output, "Starting.");
     let config = DirectoryConfig {
         read_from: args.read_from,
         max_line_bytes: args.max_line_bytes as usize,
@@ -150,10 +180,33 @@ fn run() -> anyhow::Result<()> {
         ..DirectoryConfig::new(root)
     };
     let stop = Arc::new(AtomicBool::new(false));
-    match args.output {
-        Output::Store => run_into_store(&args, config, stop),
-        Output::Stdout => run_to_stdout(&args, config, stop),
+    match (args.output, args.log_collector) {
+        (Output::Store, _) => run_into_store(&args, config, stop),
+        (Output::Stdout, CollectorKind::Directory) => run_to_stdout(&args, config, stop),
+        (Output::Stdout, CollectorKind::Kubernetes) => {
+            bail!(
+                "--output stdout works with --log-collector directory; the Kubernetes collector writes to the store"
+            )
+        }
     }
+}
+
+/// A Kubernetes client: from --kubeconfig if given, else the usual places
+/// (KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes connection: not in a cluster and no kubeconfig; pass --kubeconfig",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot create the Kubernetes client")
 }
 
 /// Collects into the embedded store; checkpoints live in the store.
@@ -171,15 +224,47 @@ fn run_into_store(
         .context("cannot open the log store in --data-directory")?;
     let db = Arc::new(db);
     tracing::info!(?report, stats = ?db.stats(), "Opened the log store.");
-    let checkpoints = CheckpointSet::from_store(&db.checkpoints());
-    let mut collector =
-        DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let mut source: Box<dyn ingest::Collect> = match args.log_collector {
+        CollectorKind::Directory => {
+            let checkpoints = CheckpointSet::from_store(&db.checkpoints());
+            let collector =
+                DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
+            Box::new(ingest::DirectorySource::new(collector))
+        }
+        CollectorKind::Kubernetes => {
+            let node = args.node_name.clone().context(
+                "--node-name (NODE_NAME) is required with --log-collector kubernetes; \
+                 the DaemonSet sets it from spec.nodeName",
+            )?;
+            let client = runtime.block_on(kube_client(args.kubeconfig.as_deref()))?;
+            let cache = PodCache::default();
+            runtime.spawn(watch_pods(
+                client,
+                node.clone(),
+                cache.clone(),
+                args.deleted_pod_grace,
+            ));
+            let k8s = KubernetesConfig {
+                directory: config,
+                node_name: node,
+                include_labels: args.include_pod_labels.clone(),
+                exclude_labels: args.exclude_pod_labels.clone(),
+                pod_wait: args.pod_wait,
+                ..KubernetesConfig::new("", "")
+            };
+            Box::new(KubernetesCollector::new(
+                k8s,
+                watcher::platform_watcher()?,
+                &db.checkpoints(),
+                cache,
+            )?)
+        }
+    };
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
@@ -188,7 +273,7 @@ fn run_into_store(
     // One signal stops everything: the collector loop, the server, tails.
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
-    let waker = collector.waker();
+    let waker = source.directory().waker();
     let stop_all = {
         let (stop, shutdown_tx) = (stop.clone(), shutdown_tx.clone());
         move || {
@@ -208,25 +293,11 @@ fn run_into_store(
             .name("collector".into())
             .spawn(move || {
                 let mut updater = ingest::StatusUpdater::new(status);
-                let mut batch = Batch::default();
-                let result = (|| -> anyhow::Result<()> {
-                    while !stop.load(Ordering::Relaxed) {
-                        collector.next_batch(&mut batch, None)?;
-                        if batch.is_idle() {
-                            continue;
-                        }
-                        let write = ingest::directory_batch(&batch, now_ns());
-                        if !ingest::write_patiently(&db, &write, &stop)? {
-                            break;
-                        }
-                        flusher.notify();
-                        updater.batch_written(&collector);
-                    }
-                    Ok(())
-                })();
+                let result = ingest::run(&mut *source, &db, &flusher, &mut updater, &stop)
+                    .context("the collector failed");
                 // Whatever happened, make what was written durable.
                 let flushed = flusher.stop();
-                tracing::info!(collector = ?collector.stats(), "Collector stopped.");
+                tracing::info!(collector = ?source.directory().stats(), "Collector stopped.");
                 // A failing collector takes the server down with it.
                 stop_all();
                 result.and(flushed.context("cannot flush the log store on shutdown"))

@@ -227,6 +227,8 @@ pub struct Pending {
 #[derive(Debug, Default)]
 pub struct Joiner {
     pending: HashMap<(String, Stream), Pending>,
+    /// When each pending line began, to flush a final part that never comes.
+    started: HashMap<(String, Stream), std::time::Instant>,
     max_bytes: usize,
 }
 
@@ -235,6 +237,7 @@ impl Joiner {
     pub fn new(max_bytes: usize) -> Self {
         Self {
             pending: HashMap::new(),
+            started: HashMap::new(),
             max_bytes,
         }
     }
@@ -244,6 +247,9 @@ impl Joiner {
     pub fn push(&mut self, source: &str, record: Record<'_>) -> Vec<Joined> {
         let key = (source.to_owned(), record.stream);
         let mut out = Vec::new();
+        self.started
+            .entry(key.clone())
+            .or_insert_with(std::time::Instant::now);
         let entry = self.pending.entry(key.clone()).or_insert_with(|| Pending {
             timestamp: record.timestamp,
             message: Vec::new(),
@@ -252,6 +258,7 @@ impl Joiner {
         if entry.message.len() > self.max_bytes {
             // Never unbounded: hand on what there is as a cut line.
             let p = self.pending.remove(&key).expect("just inserted");
+            self.started.remove(&key);
             out.push(Joined {
                 timestamp: p.timestamp,
                 stream: record.stream,
@@ -262,6 +269,7 @@ impl Joiner {
         }
         if !record.partial {
             let p = self.pending.remove(&key).expect("just inserted");
+            self.started.remove(&key);
             out.push(Joined {
                 timestamp: p.timestamp,
                 stream: record.stream,
@@ -283,7 +291,48 @@ impl Joiner {
 
     /// Restores pieces kept with a checkpoint.
     pub fn restore(&mut self, source: &str, stream: Stream, pending: Pending) {
-        self.pending.insert((source.to_owned(), stream), pending);
+        let key = (source.to_owned(), stream);
+        self.started.insert(key.clone(), std::time::Instant::now());
+        self.pending.insert(key, pending);
+    }
+
+    /// Sources with pieces waiting.
+    pub fn sources(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.pending.keys().map(|(s, _)| s.clone()).collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    /// Hands on lines whose final part has not come for `max_age` (the
+    /// program ended without a newline).
+    pub fn expired(&mut self, max_age: std::time::Duration) -> Vec<(String, Joined)> {
+        let old: Vec<(String, Stream)> = self
+            .started
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= max_age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        old.into_iter()
+            .filter_map(|k| {
+                self.started.remove(&k);
+                let p = self.pending.remove(&k)?;
+                Some((
+                    k.0,
+                    Joined {
+                        timestamp: p.timestamp,
+                        stream: k.1,
+                        message: p.message,
+                        truncated: false,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// When the oldest pending line began.
+    pub fn oldest(&self) -> Option<std::time::Instant> {
+        self.started.values().min().copied()
     }
 
     /// Hands on whatever waits for `source` (its file is finished).
@@ -296,6 +345,7 @@ impl Joiner {
             .collect();
         keys.into_iter()
             .filter_map(|k| {
+                self.started.remove(&k);
                 let p = self.pending.remove(&k)?;
                 Some(Joined {
                     timestamp: p.timestamp,

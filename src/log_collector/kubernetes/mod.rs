@@ -1,6 +1,14 @@
-//! The Kubernetes collector's building blocks: what a container log's path
-//! says about its pod ([`names`]) and the runtime's line formats with the
-//! joining of split lines ([`format`]).
+//! The Kubernetes collector: container logs under `/var/log/containers`,
+//! labelled with their pod.
+//!
+//! - [`names`]: what a container log's path says about its pod;
+//! - [`format`]: CRI and Docker json-file lines, and joining split lines;
+//! - [`metadata`]: the node's pods from one list+watch (kube-rs);
+//! - [`collector`]: the directory collector plus all of the above.
 
+pub mod collector;
 pub mod format;
+pub mod metadata;
 pub mod names;
+
+pub use collector::{KubernetesCollector, KubernetesConfig, KubernetesStats};

@@ -1,0 +1,447 @@
+//! The Kubernetes collector: the directory collector over
+//! `/var/log/containers`, plus what makes its lines container log entries —
+//! who wrote them (file name, pod cache), their runtime format, joined
+//! partial lines, and the entry's own timestamp.
+//!
+//! Its output is the store's write: entries grouped by label set, and
+//! checkpoints that carry the pieces of a split line still waiting for their
+//! end, so a restart loses and repeats nothing even mid-line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::format::{Format, Joined, Joiner, Pending, Stream};
+use super::metadata::PodCache;
+use super::names::{FileIdentity, identify};
+use crate::log_collector::checkpoint::{Checkpoint, CheckpointKey, CheckpointSet};
+use crate::log_collector::directory::batch::{Batch, FileId};
+use crate::log_collector::directory::{CollectorError, DirectoryCollector, DirectoryConfig};
+use crate::log_database::labels::{Labels, sanitize_name};
+use crate::log_database::{StreamEntries, WriteBatch, now_ns};
+use crate::watcher::{Wake, Watcher};
+
+/// How the Kubernetes collector behaves.
+#[derive(Clone, Debug)]
+pub struct KubernetesConfig {
+    /// The directory collector under it (root: `/var/log/containers`).
+    pub directory: DirectoryConfig,
+    /// This node's name (the `node_name` label).
+    pub node_name: String,
+    /// Pod labels to keep (all when empty).
+    pub include_labels: Vec<String>,
+    /// Pod labels to drop.
+    pub exclude_labels: Vec<String>,
+    /// How long a file whose pod is not in the cache yet waits for it.
+    pub pod_wait: Duration,
+    /// A split line whose final part does not come within this is handed on.
+    pub partial_timeout: Duration,
+}
+
+impl KubernetesConfig {
+    /// Defaults over `root`.
+    pub fn new(root: impl Into<std::path::PathBuf>, node_name: &str) -> Self {
+        Self {
+            directory: DirectoryConfig::new(root),
+            node_name: node_name.to_owned(),
+            include_labels: Vec::new(),
+            exclude_labels: Vec::new(),
+            pod_wait: Duration::from_secs(5),
+            partial_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of the Kubernetes layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubernetesStats {
+    /// Lines that were neither CRI nor Docker json (kept raw).
+    pub malformed_lines: u64,
+    /// Files whose name and target say nothing about a pod (skipped).
+    pub unrecognised_files: u64,
+    /// Lines cut because their pieces exceeded the maximum line size.
+    pub truncated_lines: u64,
+    /// Lines labelled from the file name alone (pod not in the cache).
+    pub unlabelled_lines: u64,
+}
+
+/// A file checkpoint plus the pieces of a split line waiting for their end.
+#[derive(Serialize, Deserialize)]
+struct KubeCheckpoint {
+    #[serde(flatten)]
+    checkpoint: Checkpoint,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<(Stream, Pending)>,
+}
+
+struct Source {
+    identity: Option<FileIdentity>,
+    first_seen: Instant,
+    /// Label sets by stream, with the pod version they were built from.
+    labels: HashMap<Stream, (String, Labels)>,
+}
+
+/// Entries and checkpoints of a file waiting for its pod's metadata.
+#[derive(Default)]
+struct Held {
+    entries: Vec<Joined>,
+    checkpoints: BTreeMap<CheckpointKey, Checkpoint>,
+}
+
+/// Tails container logs and produces labelled store writes.
+pub struct KubernetesCollector {
+    directory: DirectoryCollector,
+    batch: Batch,
+    config: KubernetesConfig,
+    cache: PodCache,
+    sources: HashMap<Arc<str>, Source>,
+    formats: HashMap<FileId, Format>,
+    joiner: Joiner,
+    held: HashMap<Arc<str>, Held>,
+    /// Checkpoints written with pending pieces, per source: rewritten when
+    /// the pieces are handed on.
+    with_pending: HashMap<String, BTreeMap<CheckpointKey, Checkpoint>>,
+    stats: KubernetesStats,
+}
+
+impl KubernetesCollector {
+    /// Starts tailing, resuming from the store's checkpoints.
+    pub fn new(
+        config: KubernetesConfig,
+        watcher: Box<dyn Watcher>,
+        stored: &BTreeMap<String, Vec<u8>>,
+        cache: PodCache,
+    ) -> Result<Self, CollectorError> {
+        let mut joiner = Joiner::new(config.directory.max_line_bytes);
+        for bytes in stored.values() {
+            if let Ok(k) = serde_json::from_slice::<KubeCheckpoint>(bytes) {
+                for (stream, pending) in k.pending {
+                    joiner.restore(&k.checkpoint.path, stream, pending);
+                }
+            }
+        }
+        let checkpoints = CheckpointSet::from_store(stored);
+        let directory = DirectoryCollector::new(config.directory.clone(), watcher, &checkpoints)?;
+        Ok(Self {
+            directory,
+            batch: Batch::default(),
+            config,
+            cache,
+            sources: HashMap::new(),
+            formats: HashMap::new(),
+            joiner,
+            held: HashMap::new(),
+            with_pending: HashMap::new(),
+            stats: KubernetesStats::default(),
+        })
+    }
+
+    /// The directory collector's counters.
+    pub fn directory(&self) -> &DirectoryCollector {
+        &self.directory
+    }
+
+    /// This layer's counters.
+    pub fn stats(&self) -> KubernetesStats {
+        self.stats.clone()
+    }
+
+    /// A handle that makes a blocked `next_batch` return.
+    pub fn waker(&self) -> Arc<dyn Wake> {
+        self.directory.waker()
+    }
+
+    fn source(&mut self, path: &Arc<str>) -> &mut Source {
+        if !self.sources.contains_key(path) {
+            let identity = identify(Path::new(&**path));
+            if identity.is_none() {
+                self.stats.unrecognised_files += 1;
+                tracing::warn!(path = %path, "Not a container log (no <pod>_<namespace>_<container>-<id>.log name, no /var/log/pods target); skipping it.");
+            }
+            self.sources.insert(
+                path.clone(),
+                Source {
+                    identity,
+                    first_seen: Instant::now(),
+                    labels: HashMap::new(),
+                },
+            );
+        }
+        self.sources.get_mut(path).expect("just inserted")
+    }
+
+    /// Whether entries of `path` must wait for their pod's metadata.
+    fn waiting(&mut self, path: &Arc<str>) -> bool {
+        let wait = self.config.pod_wait;
+        let cache = self.cache.clone();
+        let source = self.source(path);
+        let Some(identity) = &source.identity else {
+            return false;
+        };
+        cache.get(&identity.namespace, &identity.pod).is_none()
+            && source.first_seen.elapsed() < wait
+    }
+
+    fn labels(&mut self, path: &Arc<str>, stream: Stream) -> Option<Labels> {
+        let config = self.config.clone();
+        let cache = self.cache.clone();
+        let source = self.source(path);
+        let identity = source.identity.clone()?;
+        let pod = cache.get(&identity.namespace, &identity.pod);
+        let version = pod.as_ref().map_or_else(String::new, |p| p.version.clone());
+        if let Some((v, labels)) = source.labels.get(&stream)
+            && *v == version
+        {
+            return Some(labels.clone());
+        }
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        if let Some(pod) = &pod {
+            for (name, value) in &pod.labels {
+                let name = sanitize_name(name);
+                let included = config.include_labels.is_empty()
+                    || config
+                        .include_labels
+                        .iter()
+                        .any(|l| sanitize_name(l) == name);
+                let excluded = config
+                    .exclude_labels
+                    .iter()
+                    .any(|l| sanitize_name(l) == name);
+                if included && !excluded {
+                    pairs.push((name, value.clone()));
+                }
+            }
+        }
+        // The built-in labels win over pod labels of the same name.
+        pairs.push(("namespace".into(), identity.namespace.clone()));
+        pairs.push(("pod_name".into(), identity.pod.clone()));
+        pairs.push(("container_name".into(), identity.container.clone()));
+        pairs.push((
+            "container_id".into(),
+            identity.container_id.clone().unwrap_or_default(),
+        ));
+        pairs.push(("node_name".into(), config.node_name.clone()));
+        pairs.push(("stream".into(), stream.as_str().into()));
+        let labels = Labels::new(pairs);
+        source.labels.insert(stream, (version, labels.clone()));
+        Some(labels)
+    }
+
+    /// Fills `out` (cleared first) with the next labelled entries and
+    /// checkpoints; blocks as the directory collector does.
+    pub fn next_batch(
+        &mut self,
+        out: &mut WriteBatch,
+        timeout: Option<Duration>,
+    ) -> Result<(), CollectorError> {
+        out.streams.clear();
+        out.checkpoints.clear();
+        // Wake up for held files and unfinished lines in time.
+        let soonest = [
+            self.held
+                .keys()
+                .filter_map(|p| self.sources.get(p))
+                .map(|s| s.first_seen + self.config.pod_wait)
+                .min(),
+            self.joiner
+                .oldest()
+                .map(|t| t + self.config.partial_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| {
+            t.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10))
+        });
+        let timeout = match (timeout, soonest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut batch = std::mem::take(&mut self.batch);
+        let result = self.directory.next_batch(&mut batch, timeout);
+        if result.is_ok() {
+            self.convert(&batch, out);
+        }
+        self.batch = batch;
+        result
+    }
+
+    fn convert(&mut self, batch: &Batch, out: &mut WriteBatch) {
+        let read_at = now_ns();
+        let mut entries: Vec<(Arc<str>, Joined)> = Vec::new();
+        for line in batch.lines() {
+            if self.source(line.source).identity.is_none() {
+                continue;
+            }
+            let format = *self
+                .formats
+                .entry(line.file)
+                .or_insert_with(|| Format::detect(line.bytes));
+            match format.parse(line.bytes) {
+                Ok(record) => {
+                    for joined in self.joiner.push(line.source, record) {
+                        if joined.truncated {
+                            self.stats.truncated_lines += 1;
+                        }
+                        entries.push((line.source.clone(), joined));
+                    }
+                }
+                Err(_) => {
+                    // Kept as it is, timestamped now, never dropped.
+                    self.stats.malformed_lines += 1;
+                    entries.push((
+                        line.source.clone(),
+                        Joined {
+                            timestamp: read_at,
+                            stream: Stream::Stdout,
+                            message: line.bytes.to_vec(),
+                            truncated: false,
+                        },
+                    ));
+                }
+            }
+        }
+        for (source, joined) in self.joiner.expired(self.config.partial_timeout) {
+            if let Some((path, _)) = self.sources.get_key_value(source.as_str()) {
+                entries.push((path.clone(), joined));
+            }
+        }
+        // Entries of files whose pod is not known yet wait, with their
+        // checkpoints; the rest go out now.
+        let mut ready: Vec<(Arc<str>, Joined)> = Vec::new();
+        for (source, joined) in entries {
+            if self.held.contains_key(&source) || self.waiting(&source) {
+                self.held.entry(source).or_default().entries.push(joined);
+            } else {
+                ready.push((source, joined));
+            }
+        }
+        let mut checkpoints: Vec<Checkpoint> = Vec::new();
+        for c in &batch.checkpoints {
+            let path: Arc<str> = Arc::from(c.path.as_str());
+            match self.held.get_mut(&path) {
+                Some(held) => {
+                    held.checkpoints.insert(c.key, c.clone());
+                }
+                None => checkpoints.push(c.clone()),
+            }
+        }
+        // Release what waited long enough or whose pod arrived, and what a
+        // finished file left behind.
+        let forgotten_paths: Vec<Arc<str>> = batch
+            .forgotten
+            .iter()
+            .filter_map(|k| {
+                self.held
+                    .iter()
+                    .find(|(_, h)| h.checkpoints.contains_key(k))
+                    .map(|(p, _)| p.clone())
+            })
+            .collect();
+        let releasable: Vec<Arc<str>> = self
+            .held
+            .keys()
+            .filter(|p| forgotten_paths.contains(p))
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(
+                self.held
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .filter(|p| {
+                        let source = &self.sources[p];
+                        let known = source
+                            .identity
+                            .as_ref()
+                            .is_some_and(|i| self.cache.get(&i.namespace, &i.pod).is_some());
+                        known || source.first_seen.elapsed() >= self.config.pod_wait
+                    }),
+            )
+            .collect();
+        for path in releasable {
+            if let Some(held) = self.held.remove(&path) {
+                let identity = self.sources[&path].identity.clone();
+                if identity.is_some_and(|i| self.cache.get(&i.namespace, &i.pod).is_none()) {
+                    self.stats.unlabelled_lines += held.entries.len() as u64;
+                }
+                ready.extend(held.entries.into_iter().map(|j| (path.clone(), j)));
+                checkpoints.extend(held.checkpoints.into_values());
+            }
+        }
+        // Group by label set.
+        let mut groups: HashMap<Labels, usize> = HashMap::new();
+        for (source, joined) in ready {
+            let Some(labels) = self.labels(&source, joined.stream) else {
+                continue;
+            };
+            let i = *groups.entry(labels.clone()).or_insert_with(|| {
+                out.streams.push(StreamEntries {
+                    labels,
+                    entries: Vec::new(),
+                });
+                out.streams.len() - 1
+            });
+            out.streams[i]
+                .entries
+                .push((joined.timestamp, joined.message));
+        }
+        self.write_checkpoints(checkpoints, &batch.forgotten, out);
+    }
+
+    /// Adds checkpoints with the pieces their source still waits on, and
+    /// rewrites earlier ones whose pieces have since been handed on.
+    fn write_checkpoints(
+        &mut self,
+        checkpoints: Vec<Checkpoint>,
+        forgotten: &[CheckpointKey],
+        out: &mut WriteBatch,
+    ) {
+        let mut written: BTreeMap<CheckpointKey, Checkpoint> = BTreeMap::new();
+        for c in checkpoints {
+            written.insert(c.key, c);
+        }
+        // Sources whose pieces changed: rewrite their earlier checkpoints.
+        let sources: Vec<String> = self.with_pending.keys().cloned().collect();
+        for source in sources {
+            let now_pending = self.joiner.pending_for(&source);
+            if let Some(old) = self.with_pending.get_mut(&source) {
+                for (key, c) in old.iter() {
+                    written.entry(*key).or_insert_with(|| c.clone());
+                }
+                if now_pending.is_empty() {
+                    old.clear();
+                }
+            }
+        }
+        self.with_pending.retain(|_, v| !v.is_empty());
+        for key in forgotten {
+            written.remove(key);
+            for v in self.with_pending.values_mut() {
+                v.remove(key);
+            }
+            out.checkpoints.push((key.store_key(), None));
+        }
+        for (key, checkpoint) in written {
+            let pending = self.joiner.pending_for(&checkpoint.path);
+            if !pending.is_empty() {
+                self.with_pending
+                    .entry(checkpoint.path.clone())
+                    .or_default()
+                    .insert(key, checkpoint.clone());
+            }
+            let value = serde_json::to_vec(&KubeCheckpoint {
+                checkpoint,
+                pending,
+            })
+            .expect("checkpoints serialize");
+            out.checkpoints.push((key.store_key(), Some(value)));
+        }
+    }
+}

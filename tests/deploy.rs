@@ -1,0 +1,170 @@
+//! The deployment files users run on real clusters cannot be exercised here
+//! (no cluster, no Docker engine), so their properties are checked instead,
+//! against the binary's own flags, so they cannot rot.
+
+use std::process::Command;
+
+use serde_yaml::Value;
+
+fn documents() -> Vec<Value> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes.yaml"
+    ))
+    .unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes.yaml"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("{v:?} is not a list"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn rbac_grants_pods_read_and_nothing_more() {
+    let docs = documents();
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Service",
+    ] {
+        kind(&docs, k);
+    }
+    let rules = kind(&docs, "ClusterRole")["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(strings(&rules[0]["resources"]), ["pods"]);
+    assert_eq!(strings(&rules[0]["verbs"]), ["get", "list", "watch"]);
+    let binding = kind(&docs, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "monitoring-rs");
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        kind(&docs, "ServiceAccount")["metadata"]["name"]
+    );
+}
+
+#[test]
+fn the_daemonset_is_complete() {
+    let docs = documents();
+    let ds = kind(&docs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "monitoring-rs");
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 10);
+    assert_eq!(
+        pod["tolerations"][0]["operator"], "Exists",
+        "runs on every node"
+    );
+    let c = &pod["containers"][0];
+    let env = c["env"].as_sequence().unwrap();
+    let node = env
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/ready", "{probe}");
+    }
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    // Logs read-only from the host; the store on the host, writable.
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let host = |mount: &str| {
+        let m = mounts
+            .iter()
+            .find(|m| m["mountPath"] == mount)
+            .unwrap_or_else(|| panic!("{mount} not mounted"));
+        let v = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+        (
+            v["hostPath"]["path"].as_str().unwrap().to_owned(),
+            m["readOnly"].as_bool().unwrap_or(false),
+        )
+    };
+    assert_eq!(host("/var/log"), ("/var/log".into(), true));
+    assert_eq!(
+        host("/var/lib/docker/containers"),
+        ("/var/lib/docker/containers".into(), true)
+    );
+    let data = env.iter().find(|e| e["name"] == "DATA_DIRECTORY").unwrap()["value"]
+        .as_str()
+        .unwrap();
+    assert!(!host(data).1, "the data directory is writable");
+    let service = kind(&docs, "Service");
+    assert_eq!(service["spec"]["clusterIP"], "None", "headless");
+    assert_eq!(service["spec"]["ports"][0]["port"], 8000);
+}
+
+#[test]
+fn the_manifests_use_flags_the_binary_has() {
+    let help = Command::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let docs = documents();
+    let c = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
+    for e in c["env"].as_sequence().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        if name == "RUST_LOG" {
+            continue;
+        }
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "{name} is not a flag's variable"
+        );
+    }
+    for arg in strings(&c["args"]).iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(arg.as_str()), "{arg} is not a flag");
+    }
+    let compose: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    for service in ["monitoring", "writer", "rotate", "inspect", "test", "lint"] {
+        assert!(
+            compose["services"][service].is_mapping(),
+            "compose service {service}"
+        );
+    }
+    for arg in strings(&compose["services"]["monitoring"]["command"])
+        .iter()
+        .filter(|a| a.starts_with("--"))
+    {
+        assert!(help.contains(arg.as_str()), "{arg} is not a flag");
+    }
+    assert_eq!(
+        strings(&compose["services"]["monitoring"]["ports"]),
+        ["8000:8000"]
+    );
+}
+
+#[test]
+fn the_dockerfile_caches_dependencies_and_runs_the_binary() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let manifests = text
+        .find("COPY Cargo.toml Cargo.lock")
+        .expect("manifests copied alone");
+    let sources = text.find("COPY . .").expect("sources copied");
+    assert!(manifests < sources, "the dependency layer comes first");
+    assert!(text.contains("AS build"));
+    assert!(
+        text.matches("\nFROM ").count() + usize::from(text.starts_with("FROM ")) >= 2,
+        "multi-stage"
+    );
+    assert!(text.contains(r#"ENTRYPOINT ["/monitoring-rs"]"#));
+}
