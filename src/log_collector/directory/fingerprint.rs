@@ -51,13 +51,19 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 pub fn fingerprint(file: &File) -> io::Result<Option<Fingerprint>> {
     let mut head = [0u8; HEAD_BYTES];
     let n = read_full_at(file, &mut head, 0)?;
-    let head = &head[..n];
+    Ok(head_fingerprint(&head[..n]))
+}
+
+/// The fingerprint of a file whose first bytes are `head` (at least
+/// [`HEAD_BYTES`] of them, or all the file has).
+pub fn head_fingerprint(head: &[u8]) -> Option<Fingerprint> {
+    let head = &head[..head.len().min(HEAD_BYTES)];
     let end = match memchr::memchr(b'\n', head) {
         Some(i) => i + 1,
-        None if n == HEAD_BYTES => n,
-        None => return Ok(None),
+        None if head.len() == HEAD_BYTES => head.len(),
+        None => return None,
     };
-    Ok(Some(Fingerprint(xxh3_64(&head[..end]))))
+    Some(Fingerprint(xxh3_64(&head[..end])))
 }
 
 /// The bytes just before `offset` that its marker covers; `None` if the

@@ -104,6 +104,8 @@ pub struct KubernetesCollector {
     /// Checkpoints written with pending pieces, per source: rewritten when
     /// the pieces are handed on.
     with_pending: HashMap<String, BTreeMap<CheckpointKey, Checkpoint>>,
+    /// Rotated-while-down bytes, handed on with the first batch.
+    recovered: Vec<super::rotated::Recovered>,
     stats: KubernetesStats,
 }
 
@@ -125,6 +127,7 @@ impl KubernetesCollector {
         }
         let checkpoints = CheckpointSet::from_store(stored);
         let directory = DirectoryCollector::new(config.directory.clone(), watcher, &checkpoints)?;
+        let recovered = super::rotated::recover(&directory.unmatched_checkpoints());
         Ok(Self {
             directory,
             batch: Batch::default(),
@@ -135,6 +138,7 @@ impl KubernetesCollector {
             joiner,
             held: HashMap::new(),
             with_pending: HashMap::new(),
+            recovered,
             stats: KubernetesStats::default(),
         })
     }
@@ -257,10 +261,14 @@ impl KubernetesCollector {
             t.saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(10))
         });
-        let timeout = match (timeout, soonest) {
+        let mut timeout = match (timeout, soonest) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // Lines recovered from rotated files go out without waiting.
+        if !self.recovered.is_empty() {
+            timeout = Some(Duration::from_millis(1));
+        }
         let mut batch = std::mem::take(&mut self.batch);
         let result = self.directory.next_batch(&mut batch, timeout);
         if result.is_ok() {
@@ -270,9 +278,60 @@ impl KubernetesCollector {
         result
     }
 
+    /// Decodes one line of `source` and feeds the joiner.
+    fn decode(
+        &mut self,
+        source: &Arc<str>,
+        format: Format,
+        bytes: &[u8],
+        read_at: i64,
+        entries: &mut Vec<(Arc<str>, Joined)>,
+    ) {
+        match format.parse(bytes) {
+            Ok(record) => {
+                for joined in self.joiner.push(source, record) {
+                    if joined.truncated {
+                        self.stats.truncated_lines += 1;
+                    }
+                    entries.push((source.clone(), joined));
+                }
+            }
+            Err(_) => {
+                // Kept as it is, timestamped now, never dropped.
+                self.stats.malformed_lines += 1;
+                entries.push((
+                    source.clone(),
+                    Joined {
+                        timestamp: read_at,
+                        stream: Stream::Stdout,
+                        message: bytes.to_vec(),
+                        truncated: false,
+                    },
+                ));
+            }
+        }
+    }
+
     fn convert(&mut self, batch: &Batch, out: &mut WriteBatch) {
         let read_at = now_ns();
         let mut entries: Vec<(Arc<str>, Joined)> = Vec::new();
+        let mut finished: Vec<CheckpointKey> = batch.forgotten.clone();
+        for recovered in std::mem::take(&mut self.recovered) {
+            let source: Arc<str> = Arc::from(recovered.source.as_str());
+            if self.source(&source).identity.is_none() {
+                continue;
+            }
+            let mut format = None;
+            for line in recovered
+                .bytes
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                let f = *format.get_or_insert_with(|| Format::detect(line));
+                self.decode(&source, f, line, read_at, &mut entries);
+            }
+            finished.extend(recovered.finishes);
+        }
         for line in batch.lines() {
             if self.source(line.source).identity.is_none() {
                 continue;
@@ -281,29 +340,7 @@ impl KubernetesCollector {
                 .formats
                 .entry(line.file)
                 .or_insert_with(|| Format::detect(line.bytes));
-            match format.parse(line.bytes) {
-                Ok(record) => {
-                    for joined in self.joiner.push(line.source, record) {
-                        if joined.truncated {
-                            self.stats.truncated_lines += 1;
-                        }
-                        entries.push((line.source.clone(), joined));
-                    }
-                }
-                Err(_) => {
-                    // Kept as it is, timestamped now, never dropped.
-                    self.stats.malformed_lines += 1;
-                    entries.push((
-                        line.source.clone(),
-                        Joined {
-                            timestamp: read_at,
-                            stream: Stream::Stdout,
-                            message: line.bytes.to_vec(),
-                            truncated: false,
-                        },
-                    ));
-                }
-            }
+            self.decode(line.source, format, line.bytes, read_at, &mut entries);
         }
         for (source, joined) in self.joiner.expired(self.config.partial_timeout) {
             if let Some((path, _)) = self.sources.get_key_value(source.as_str()) {
@@ -392,7 +429,7 @@ impl KubernetesCollector {
                 .entries
                 .push((joined.timestamp, joined.message));
         }
-        self.write_checkpoints(checkpoints, &batch.forgotten, out);
+        self.write_checkpoints(checkpoints, &finished, out);
     }
 
     /// Adds checkpoints with the pieces their source still waits on, and
