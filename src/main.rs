@@ -237,10 +237,12 @@ fn run_into_store(
             Box::new(ingest::DirectorySource::new(collector))
         }
         CollectorKind::Kubernetes => {
-            let node = args.node_name.clone().context(
-                "--node-name (NODE_NAME) is required with --log-collector kubernetes; \
-                 the DaemonSet sets it from spec.nodeName",
-            )?;
+            let node = args.node_name.clone();
+            if node.is_none() {
+                tracing::warn!(
+                    "No --node-name (NODE_NAME): watching the pods of every node. In a cluster, set NODE_NAME from spec.nodeName."
+                );
+            }
             let client = runtime.block_on(kube_client(args.kubeconfig.as_deref()))?;
             let cache = PodCache::default();
             runtime.spawn(watch_pods(
@@ -251,7 +253,7 @@ fn run_into_store(
             ));
             let k8s = KubernetesConfig {
                 directory: config,
-                node_name: node,
+                node_name: node.unwrap_or_default(),
                 include_labels: args.include_pod_labels.clone(),
                 exclude_labels: args.exclude_pod_labels.clone(),
                 pod_wait: args.pod_wait,

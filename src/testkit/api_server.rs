@@ -413,7 +413,7 @@ mod tests {
         let client = runtime.block_on(client(&server, dir.path()));
         runtime.spawn(watch_pods(
             client,
-            "node-1".into(),
+            Some("node-1".into()),
             cache.clone(),
             Duration::from_secs(60),
         ));

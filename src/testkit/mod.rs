@@ -4,3 +4,4 @@
 
 pub mod api_server;
 pub mod kubelet;
+pub mod messages;

@@ -142,12 +142,21 @@ impl PodCache {
     }
 }
 
-/// Keeps `cache` in step with the pods on `node` until the task is dropped.
+/// Keeps `cache` in step with the pods on `node` (every node's when `None`)
+/// until the task is dropped.
 /// Errors (a restarting API server, a cut connection, `410 Gone`) are retried
 /// with backoff by the watcher, which relists when it must.
-pub async fn watch_pods(client: kube::Client, node: String, cache: PodCache, grace: Duration) {
+pub async fn watch_pods(
+    client: kube::Client,
+    node: Option<String>,
+    cache: PodCache,
+    grace: Duration,
+) {
     let api: Api<Pod> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let config = match &node {
+        Some(node) => watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        None => watcher::Config::default(),
+    };
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
     let mut warned = false;
     while let Some(event) = events.next().await {
