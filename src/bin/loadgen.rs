@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         let name = format!("{app}-{serial:05}-{:05x}", rng.below(1 << 20));
         let uid = format!(
             "{:08x}-{:04x}-4000-8000-{:012x}",
-            rng.next() as u32,
+            rng.next_u64() as u32,
             serial,
             rng.below(1 << 48)
         );

@@ -8,7 +8,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -16,7 +16,7 @@ impl Rng {
     }
     /// A number below `n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -72,7 +72,7 @@ pub fn message_of(kind: u64, rng: &mut Rng, out: &mut Vec<u8>) {
                 ["info", "info", "warn", "error", "debug"][rng.below(5) as usize],
                 WORDS[rng.below(WORDS.len() as u64) as usize],
                 WORDS[rng.below(WORDS.len() as u64) as usize],
-                rng.next(), rng.below(2000), rng.below(100_000)
+                rng.next_u64(), rng.below(2000), rng.below(100_000)
             )
             .unwrap();
         }
