@@ -97,6 +97,10 @@ struct Args {
     )]
     exclude_pod_labels: Vec<String>,
 
+    /// Pod annotations that become stream labels (comma-separated).
+    #[arg(long, env = "INCLUDE_POD_ANNOTATIONS", value_delimiter = ',')]
+    include_pod_annotations: Vec<String>,
+
     /// How long a log file whose pod is not known yet waits for its metadata.
     #[arg(long, env = "POD_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
     pod_wait: Duration,
@@ -256,6 +260,7 @@ fn run_into_store(
                 node_name: node.unwrap_or_default(),
                 include_labels: args.include_pod_labels.clone(),
                 exclude_labels: args.exclude_pod_labels.clone(),
+                include_annotations: args.include_pod_annotations.clone(),
                 pod_wait: args.pod_wait,
                 ..KubernetesConfig::new("", "")
             };

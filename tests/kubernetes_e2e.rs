@@ -173,6 +173,11 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
         ],
     );
     api.add_pod("default", "db-0", "uid-db", "node-1", &[("app", "db")]);
+    api.annotate(
+        "default",
+        "web-1",
+        &[("team.example.com/owner", "shop"), ("noise", "x")],
+    );
     api.add_pod("other", "far", "uid-far", "node-2", &[("app", "far")]);
 
     let mut w = Writer { ts: T0 };

@@ -291,6 +291,27 @@ impl FakeApiServer {
         self.change(if existed { "MODIFIED" } else { "ADDED" }, pod);
     }
 
+    /// Sets a pod's annotations.
+    pub fn annotate(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) {
+        let pod = self
+            .shared
+            .inner
+            .lock()
+            .unwrap()
+            .pods
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned();
+        if let Some(mut pod) = pod {
+            pod.metadata.annotations = Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            self.change("MODIFIED", pod);
+        }
+    }
+
     /// Replaces a pod's labels.
     pub fn relabel(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) {
         let pod = self

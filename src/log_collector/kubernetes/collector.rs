@@ -35,6 +35,8 @@ pub struct KubernetesConfig {
     pub include_labels: Vec<String>,
     /// Pod labels to drop.
     pub exclude_labels: Vec<String>,
+    /// Pod annotations that become labels (none by default).
+    pub include_annotations: Vec<String>,
     /// How long a file whose pod is not in the cache yet waits for it.
     pub pod_wait: Duration,
     /// A split line whose final part does not come within this is handed on.
@@ -49,6 +51,7 @@ impl KubernetesConfig {
             node_name: node_name.to_owned(),
             include_labels: Vec::new(),
             exclude_labels: Vec::new(),
+            include_annotations: Vec::new(),
             pod_wait: Duration::from_secs(5),
             partial_timeout: Duration::from_secs(30),
         }
@@ -216,6 +219,13 @@ impl KubernetesCollector {
                     .any(|l| sanitize_name(l) == name);
                 if included && !excluded {
                     pairs.push((name, value.clone()));
+                }
+            }
+        }
+        if let Some(pod) = &pod {
+            for name in &config.include_annotations {
+                if let Some(value) = pod.annotations.get(name) {
+                    pairs.push((sanitize_name(name), value.clone()));
                 }
             }
         }

@@ -23,6 +23,8 @@ pub struct PodInfo {
     pub uid: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// Its annotations.
+    pub annotations: BTreeMap<String, String>,
     /// The node it runs on.
     pub node: Option<String>,
     /// The resource version it was seen at (changes when labels do).
@@ -84,6 +86,7 @@ impl PodCache {
         let info = PodInfo {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
+            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             version: pod.metadata.resource_version.clone().unwrap_or_default(),
             deleted_at: None,
