@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod query;
 pub mod read;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -712,10 +713,23 @@ impl Database {
         writer: &mut Writer,
         taken: &[(StreamId, Arc<Entries>)],
     ) -> Result<Vec<BlockRef>, StoreError> {
-        let mut groups: Vec<(u32, Vec<(StreamId, Entries)>)> = Vec::new();
-        let mut small: BTreeMap<u32, Vec<(StreamId, Entries)>> = BTreeMap::new();
-        for (id, head) in taken {
-            for (hour, run) in self.runs(&head.sorted()) {
+        type Run<'e> = (StreamId, Cow<'e, Entries>);
+        // Heads already in order (the usual case) are used as they are.
+        let sorted: Vec<Run<'_>> = taken
+            .iter()
+            .map(|(id, head)| {
+                let entries = if head.timestamps.is_sorted() {
+                    Cow::Borrowed(&**head)
+                } else {
+                    Cow::Owned(head.sorted())
+                };
+                (*id, entries)
+            })
+            .collect();
+        let mut groups: Vec<(u32, Vec<Run<'_>>)> = Vec::new();
+        let mut small: BTreeMap<u32, Vec<Run<'_>>> = BTreeMap::new();
+        for (id, head) in &sorted {
+            for (hour, run) in self.runs(head) {
                 if run.data.len() >= self.config.block_bytes / 8 {
                     groups.push((hour, vec![(*id, run)]));
                 } else {
@@ -724,7 +738,7 @@ impl Database {
             }
         }
         for (hour, runs) in small {
-            let mut group: Vec<(StreamId, Entries)> = Vec::new();
+            let mut group: Vec<Run<'_>> = Vec::new();
             let mut bytes = 0;
             for (id, run) in runs {
                 if bytes + run.data.len() > self.config.block_bytes && !group.is_empty() {
@@ -741,7 +755,8 @@ impl Database {
         let mut refs = Vec::new();
         let mut touched: BTreeSet<u32> = BTreeSet::new();
         for (hour, group) in groups {
-            let parts: Vec<(StreamId, &Entries)> = group.iter().map(|(id, e)| (*id, e)).collect();
+            let parts: Vec<(StreamId, &Entries)> =
+                group.iter().map(|(id, e)| (*id, &**e)).collect();
             let (bytes, block_refs) = block::encode(&parts, self.config.compression_level)
                 .map_err(io_err(&self.partitions))?;
             if let Some(kind) = writer.fault {
@@ -772,7 +787,14 @@ impl Database {
 
     /// Cuts sorted entries into runs of one partition hour and at most
     /// `block_bytes` of lines.
-    fn runs(&self, sorted: &Entries) -> Vec<(u32, Entries)> {
+    fn runs<'e>(&self, sorted: &'e Entries) -> Vec<(u32, Cow<'e, Entries>)> {
+        // The usual case: one hour, one block's worth: no copy.
+        if let (Some(first), Some(last)) = (sorted.timestamps.first(), sorted.timestamps.last())
+            && partition_of(*first) == partition_of(*last)
+            && sorted.data.len() <= self.config.block_bytes
+        {
+            return vec![(partition_of(*first), Cow::Borrowed(sorted))];
+        }
         let mut out = Vec::new();
         let mut start = 0;
         while start < sorted.len() {
@@ -793,7 +815,7 @@ impl Database {
             for i in start..end {
                 run.push(sorted.timestamps[i], sorted.line(i));
             }
-            out.push((hour, run));
+            out.push((hour, Cow::Owned(run)));
             start = end;
         }
         out

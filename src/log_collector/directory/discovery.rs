@@ -350,7 +350,7 @@ impl DirectoryCollector {
         rel: &Path,
         full: &Path,
     ) -> Result<Option<FileId>, CollectorError> {
-        let file = match File::open(full) {
+        let file = match open_noatime(full) {
             Ok(file) => file,
             Err(error) => {
                 tracing::warn!(path = %full.display(), %error, "Cannot open log file; skipping it until it changes.");
@@ -402,5 +402,20 @@ impl DirectoryCollector {
             self.stats.files_rotated += 1;
             self.enqueue(id);
         }
+    }
+}
+
+/// Opens a log file for reading without updating its access time (the
+/// kernel otherwise touches the inode on reads); falls back to a plain open
+/// where that is not allowed (files of another user).
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
     }
 }

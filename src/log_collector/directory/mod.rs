@@ -388,7 +388,11 @@ impl DirectoryCollector {
             }
             Phase::Reading => {}
         }
-        if std::mem::take(&mut file.check_needed) && self.changed_under_us(id) {
+        // A shrink is seen here; a rewrite behind the same size is seen by
+        // the check after reading (read_turn), so only fstat on each event.
+        if std::mem::take(&mut file.check_needed)
+            && file.size().is_ok_and(|size| size < file.read_offset)
+        {
             self.truncated(id)?;
         }
         let Some(file) = self.files.get_mut(&id) else {

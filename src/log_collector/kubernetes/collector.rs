@@ -342,15 +342,24 @@ impl KubernetesCollector {
             }
             finished.extend(recovered.finishes);
         }
+        // Lines of a file come together: look the file up once per run.
+        let mut last: Option<(FileId, bool, Format)> = None;
         for line in batch.lines() {
-            if self.source(line.source).identity.is_none() {
-                continue;
+            let (known, format) = match last {
+                Some((file, known, format)) if file == line.file => (known, format),
+                _ => {
+                    let known = self.source(line.source).identity.is_some();
+                    let format = *self
+                        .formats
+                        .entry(line.file)
+                        .or_insert_with(|| Format::detect(line.bytes));
+                    last = Some((line.file, known, format));
+                    (known, format)
+                }
+            };
+            if known {
+                self.decode(line.source, format, line.bytes, read_at, &mut entries);
             }
-            let format = *self
-                .formats
-                .entry(line.file)
-                .or_insert_with(|| Format::detect(line.bytes));
-            self.decode(line.source, format, line.bytes, read_at, &mut entries);
         }
         for (source, joined) in self.joiner.expired(self.config.partial_timeout) {
             if let Some((path, _)) = self.sources.get_key_value(source.as_str()) {
@@ -360,8 +369,19 @@ impl KubernetesCollector {
         // Entries of files whose pod is not known yet wait, with their
         // checkpoints; the rest go out now.
         let mut ready: Vec<(Arc<str>, Joined)> = Vec::new();
+        // Decided once per source per batch, not per line.
+        let mut waits: HashMap<*const u8, bool> = HashMap::new();
         for (source, joined) in entries {
-            if self.held.contains_key(&source) || self.waiting(&source) {
+            let key = source.as_ptr();
+            let wait = match waits.get(&key) {
+                Some(w) => *w,
+                None => {
+                    let w = self.held.contains_key(&source) || self.waiting(&source);
+                    waits.insert(key, w);
+                    w
+                }
+            };
+            if wait {
                 self.held.entry(source).or_default().entries.push(joined);
             } else {
                 ready.push((source, joined));
@@ -422,22 +442,31 @@ impl KubernetesCollector {
                 checkpoints.extend(held.checkpoints.into_values());
             }
         }
-        // Group by label set.
+        // Group by label set; labels are built once per source and stream.
         let mut groups: HashMap<Labels, usize> = HashMap::new();
+        let mut slots: HashMap<(*const u8, Stream), Option<usize>> = HashMap::new();
         for (source, joined) in ready {
-            let Some(labels) = self.labels(&source, joined.stream) else {
-                continue;
+            let slot = match slots.get(&(source.as_ptr(), joined.stream)) {
+                Some(slot) => *slot,
+                None => {
+                    let slot = self.labels(&source, joined.stream).map(|labels| {
+                        *groups.entry(labels.clone()).or_insert_with(|| {
+                            out.streams.push(StreamEntries {
+                                labels,
+                                entries: Vec::new(),
+                            });
+                            out.streams.len() - 1
+                        })
+                    });
+                    slots.insert((source.as_ptr(), joined.stream), slot);
+                    slot
+                }
             };
-            let i = *groups.entry(labels.clone()).or_insert_with(|| {
-                out.streams.push(StreamEntries {
-                    labels,
-                    entries: Vec::new(),
-                });
-                out.streams.len() - 1
-            });
-            out.streams[i]
-                .entries
-                .push((joined.timestamp, joined.message));
+            if let Some(i) = slot {
+                out.streams[i]
+                    .entries
+                    .push((joined.timestamp, joined.message));
+            }
         }
         self.write_checkpoints(checkpoints, &finished, out);
     }

@@ -245,6 +245,20 @@ impl Joiner {
     /// Adds a record from `source`; returns the entries it completes (one,
     /// or two when a too-long line is cut).
     pub fn push(&mut self, source: &str, record: Record<'_>) -> Vec<Joined> {
+        // The common case: a whole line with nothing waiting for it.
+        if !record.partial
+            && !self
+                .pending
+                .keys()
+                .any(|(s, st)| *st == record.stream && s == source)
+        {
+            return vec![Joined {
+                timestamp: record.timestamp,
+                stream: record.stream,
+                message: record.message.into_owned(),
+                truncated: false,
+            }];
+        }
         let key = (source.to_owned(), record.stream);
         let mut out = Vec::new();
         self.started

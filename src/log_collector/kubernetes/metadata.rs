@@ -35,7 +35,7 @@ pub struct PodInfo {
 
 #[derive(Default)]
 struct State {
-    pods: HashMap<(String, String), PodInfo>,
+    pods: HashMap<(String, String), Arc<PodInfo>>,
     /// Pods seen during a relist in progress.
     relisting: Option<HashSet<(String, String)>>,
     synced: bool,
@@ -53,7 +53,7 @@ fn key(pod: &Pod) -> Option<(String, String)> {
 
 impl PodCache {
     /// The pod `name` in `namespace`, if known (deleted ones included).
-    pub fn get(&self, namespace: &str, name: &str) -> Option<PodInfo> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PodInfo>> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         state
             .pods
@@ -95,15 +95,17 @@ impl PodCache {
         if let Some(seen) = state.relisting.as_mut() {
             seen.insert(k.clone());
         }
-        state.pods.insert(k, info);
+        state.pods.insert(k, Arc::new(info));
     }
 
     /// Marks a pod deleted; it is forgotten after the grace period.
     pub fn delete(&self, pod: &Pod) {
         let Some(k) = key(pod) else { return };
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(info) = state.pods.get_mut(&k) {
-            info.deleted_at.get_or_insert_with(Instant::now);
+        if let Some(info) = state.pods.get_mut(&k)
+            && info.deleted_at.is_none()
+        {
+            Arc::make_mut(info).deleted_at = Some(Instant::now());
         }
     }
 
@@ -120,7 +122,7 @@ impl PodCache {
         let now = Instant::now();
         for (k, info) in state.pods.iter_mut() {
             if !seen.contains(k) && info.deleted_at.is_none() {
-                info.deleted_at = Some(now);
+                Arc::make_mut(info).deleted_at = Some(now);
             }
         }
         state.synced = true;
