@@ -14,7 +14,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && for b in collector store api; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in collector store api node; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin monitoring-rs \
     && rm -rf src benches
 COPY . .

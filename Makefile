@@ -18,8 +18,10 @@ build:
 run:
 	$(CARGO) run --release --locked -- --log-collector directory --root-path $(ROOT) --data-directory .data --output stdout
 
-# Formatting, lints, then every test (each test in its own process).
+# Formatting, lints, a few-second run of every `make bench` scenario
+# (correctness only), then every test (each test in its own process).
 test: lint
+	BENCH_SMOKE=1 $(CARGO) bench --locked --profile dev --bench node
 	$(CARGO) nextest run --locked --no-fail-fast
 
 lint:
@@ -38,8 +40,10 @@ bench-store:
 bench-api:
 	$(CARGO) bench --locked --bench api
 
-# Every benchmark, one after the other.
-bench: bench-collector bench-store bench-api
+# What monitoring-rs costs on a node: quiet, busy (with queries) and
+# catch-up scenarios on a stand-in node; target/bench/report.json and busy.svg.
+bench:
+	$(CARGO) bench --locked --bench node
 
 # The test suite and clippy inside the build image (needs a Docker engine).
 dockertest:
