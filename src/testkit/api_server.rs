@@ -168,6 +168,12 @@ async fn pods(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Respo
         .into_response()
 }
 
+fn pairs(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/pods", get(pods))
@@ -271,12 +277,7 @@ impl FakeApiServer {
         pod.metadata.namespace = Some(namespace.into());
         pod.metadata.name = Some(name.into());
         pod.metadata.uid = Some(uid.into());
-        pod.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        pod.metadata.labels = Some(pairs(labels));
         pod.spec = Some(PodSpec {
             node_name: Some(node.into()),
             ..PodSpec::default()
@@ -291,8 +292,8 @@ impl FakeApiServer {
         self.change(if existed { "MODIFIED" } else { "ADDED" }, pod);
     }
 
-    /// Sets a pod's annotations.
-    pub fn annotate(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) {
+    /// Changes a stored pod and announces it as `MODIFIED`.
+    fn modify(&self, namespace: &str, name: &str, edit: impl FnOnce(&mut Pod)) {
         let pod = self
             .shared
             .inner
@@ -302,35 +303,23 @@ impl FakeApiServer {
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned();
         if let Some(mut pod) = pod {
-            pod.metadata.annotations = Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            );
+            edit(&mut pod);
             self.change("MODIFIED", pod);
         }
     }
 
+    /// Sets a pod's annotations.
+    pub fn annotate(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) {
+        self.modify(namespace, name, |pod| {
+            pod.metadata.annotations = Some(pairs(annotations))
+        });
+    }
+
     /// Replaces a pod's labels.
     pub fn relabel(&self, namespace: &str, name: &str, labels: &[(&str, &str)]) {
-        let pod = self
-            .shared
-            .inner
-            .lock()
-            .unwrap()
-            .pods
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned();
-        if let Some(mut pod) = pod {
-            pod.metadata.labels = Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            );
-            self.change("MODIFIED", pod);
-        }
+        self.modify(namespace, name, |pod| {
+            pod.metadata.labels = Some(pairs(labels))
+        });
     }
 
     /// Deletes a pod.

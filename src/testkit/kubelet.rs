@@ -125,11 +125,9 @@ impl Container {
         Ok(self.file.metadata()?.len())
     }
 
-    /// Rotates as the kubelet does: the previous rotated file is gzipped,
-    /// `0.log` is renamed to `0.log.<timestamp>` and reopened, and rotated
-    /// files beyond `keep` are removed, oldest first.
-    pub fn rotate(&mut self) -> io::Result<()> {
-        let mut rotated: Vec<PathBuf> = fs::read_dir(&self.dir)?
+    /// The rotated files (`0.log.*`), oldest first.
+    fn rotated_files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
@@ -137,7 +135,15 @@ impl Container {
                     .is_some_and(|n| n.to_string_lossy().starts_with("0.log."))
             })
             .collect();
-        rotated.sort();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Rotates as the kubelet does: the previous rotated file is gzipped,
+    /// `0.log` is renamed to `0.log.<timestamp>` and reopened, and rotated
+    /// files beyond `keep` are removed, oldest first.
+    pub fn rotate(&mut self) -> io::Result<()> {
+        let rotated = self.rotated_files()?;
         for plain in rotated
             .iter()
             .filter(|p| p.extension().is_none_or(|e| e != "gz" && e != "tmp"))
@@ -172,15 +178,7 @@ impl Container {
             .create(true)
             .append(true)
             .open(self.dir.join("0.log"))?;
-        let mut old: Vec<PathBuf> = fs::read_dir(&self.dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("0.log."))
-            })
-            .collect();
-        old.sort();
+        let mut old = self.rotated_files()?;
         while old.len() > self.keep {
             fs::remove_file(old.remove(0))?;
         }
