@@ -74,6 +74,36 @@ fn success(data: Json_) -> Json<Json_> {
     Json(json!({"status": "success", "data": data}))
 }
 
+/// A query answer: Loki's envelope around a typed result.
+fn answer(kind: &str, result: Json_) -> Json<Json_> {
+    success(json!({"resultType": kind, "result": result, "stats": {}}))
+}
+
+/// The evaluation steps of a range query: `step` (default: the range over
+/// 250, at least 1 s), at most [`MAX_POINTS`] of them.
+fn steps(p: &Params, start: i64, end: i64) -> Result<Steps, ApiError> {
+    let step = p
+        .duration("step")?
+        .unwrap_or(((end - start) / 250).max(1_000_000_000));
+    if step <= 0 {
+        return Err(ApiError::bad_request(
+            "step must be positive, e.g. step=15s".into(),
+        ));
+    }
+    let points = (end - start) / step + 1;
+    if points > MAX_POINTS {
+        return Err(ApiError::bad_request(format!(
+            "the query would return {points} points per series, over the maximum of {MAX_POINTS}; increase step (e.g. step={}s)",
+            (end - start) / MAX_POINTS / 1_000_000_000 + 1
+        )));
+    }
+    Ok(Steps {
+        start,
+        step,
+        count: points as u32,
+    })
+}
+
 /// Rows grouped by stream, in first-seen order, as Loki's `streams` result.
 pub(super) fn streams_json(rows: &[Row]) -> Json_ {
     let mut order: Vec<&Arc<Labels>> = Vec::new();
@@ -206,34 +236,12 @@ pub(super) async fn query_range(
                 Some(interval) if interval > 0 => thin(rows, interval, direction),
                 _ => rows,
             };
-            Ok(success(
-                json!({"resultType": "streams", "result": streams_json(&rows), "stats": {}}),
-            ))
+            Ok(answer("streams", streams_json(&rows)))
         }
         Expr::Metric(metric) => {
-            let default_step = ((end - start) / 250).max(1_000_000_000);
-            let step = p.duration("step")?.unwrap_or(default_step);
-            if step <= 0 {
-                return Err(ApiError::bad_request(
-                    "step must be positive, e.g. step=15s".into(),
-                ));
-            }
-            let points = (end - start) / step + 1;
-            if points > MAX_POINTS {
-                return Err(ApiError::bad_request(format!(
-                    "the query would return {points} points per series, over the maximum of {MAX_POINTS}; increase step (e.g. step={}s)",
-                    (end - start) / MAX_POINTS / 1_000_000_000 + 1
-                )));
-            }
-            let steps = Steps {
-                start,
-                step,
-                count: points as u32,
-            };
+            let steps = steps(&p, start, end)?;
             let value = evaluate_steps(&state, metric, steps).await?;
-            Ok(success(
-                json!({"resultType": "matrix", "result": matrix_json(value, &steps), "stats": {}}),
-            ))
+            Ok(answer("matrix", matrix_json(value, &steps)))
         }
     }
 }
@@ -256,9 +264,7 @@ pub(super) async fn query(
             let rows = state
                 .blocking(move |budget| run_log_query(&db, &log, range, direction, limit, &budget))
                 .await?;
-            Ok(success(
-                json!({"resultType": "streams", "result": streams_json(&rows), "stats": {}}),
-            ))
+            Ok(answer("streams", streams_json(&rows)))
         }
         Expr::Metric(metric) => {
             let steps = Steps {
@@ -268,9 +274,7 @@ pub(super) async fn query(
             };
             let value = evaluate_steps(&state, metric, steps).await?;
             let (kind, result) = vector_json(value, at);
-            Ok(success(
-                json!({"resultType": kind, "result": result, "stats": {}}),
-            ))
+            Ok(answer(kind, result))
         }
     }
 }
@@ -424,9 +428,7 @@ pub(super) async fn volume(
     )
     .await?;
     let (kind, result) = vector_json(top(value, limit), end);
-    Ok(success(
-        json!({"resultType": kind, "result": result, "stats": {}}),
-    ))
+    Ok(answer(kind, result))
 }
 
 /// `GET /loki/api/v1/index/volume_range`: bytes per series per step.
@@ -439,23 +441,9 @@ pub(super) async fn volume_range(
     let (start, end) = p.range(HOUR)?;
     state.check_range(start, end)?;
     let limit = p.number("limit")?.unwrap_or(100);
-    let step = p
-        .duration("step")?
-        .unwrap_or(((end - start) / 250).max(1_000_000_000));
-    if step <= 0 || (end - start) / step + 1 > MAX_POINTS {
-        return Err(ApiError::bad_request(format!(
-            "step must be positive and give at most {MAX_POINTS} points"
-        )));
-    }
-    let steps = Steps {
-        start,
-        step,
-        count: ((end - start) / step + 1) as u32,
-    };
-    let value = evaluate_steps(&state, volume_expr(&p, step)?, steps).await?;
-    Ok(success(
-        json!({"resultType": "matrix", "result": matrix_json(top(value, limit), &steps), "stats": {}}),
-    ))
+    let steps = steps(&p, start, end)?;
+    let value = evaluate_steps(&state, volume_expr(&p, steps.step)?, steps).await?;
+    Ok(answer("matrix", matrix_json(top(value, limit), &steps)))
 }
 
 /// `GET /loki/api/v1/status/buildinfo`
