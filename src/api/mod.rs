@@ -66,7 +66,13 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Resolves when the server shuts down (ends follows and tails).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Queries running at once: each decodes blocks into memory, so more
+    /// than a few only adds memory and contention, not throughput.
+    pub running: Arc<tokio::sync::Semaphore>,
 }
+
+/// Queries that may run at once (the rest wait their turn).
+const CONCURRENT_QUERIES: usize = 4;
 
 impl AppState {
     /// State over `db` with default limits, a blank collector status and no
@@ -78,6 +84,7 @@ impl AppState {
             status: Arc::default(),
             metrics: Arc::new(metrics::Metrics::new()),
             shutdown: tokio::sync::watch::channel(false).1,
+            running: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUERIES)),
         }
     }
 }
@@ -172,6 +179,10 @@ impl AppState {
         &self,
         work: impl FnOnce(Budget) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        let _permit = self.running.acquire().await.map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the server is shutting down".into(),
+        })?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancelled.clone());
         let budget = Budget {
