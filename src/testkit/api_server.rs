@@ -292,17 +292,18 @@ impl FakeApiServer {
         self.change(if existed { "MODIFIED" } else { "ADDED" }, pod);
     }
 
-    /// Changes a stored pod and announces it as `MODIFIED`.
-    fn modify(&self, namespace: &str, name: &str, edit: impl FnOnce(&mut Pod)) {
-        let pod = self
-            .shared
-            .inner
-            .lock()
-            .unwrap()
+    /// A copy of the stored pod, if there is one.
+    fn stored(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let inner = self.shared.inner.lock().unwrap();
+        inner
             .pods
             .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned();
-        if let Some(mut pod) = pod {
+            .cloned()
+    }
+
+    /// Changes a stored pod and announces it as `MODIFIED`.
+    fn modify(&self, namespace: &str, name: &str, edit: impl FnOnce(&mut Pod)) {
+        if let Some(mut pod) = self.stored(namespace, name) {
             edit(&mut pod);
             self.change("MODIFIED", pod);
         }
@@ -324,15 +325,7 @@ impl FakeApiServer {
 
     /// Deletes a pod.
     pub fn delete_pod(&self, namespace: &str, name: &str) {
-        let pod = self
-            .shared
-            .inner
-            .lock()
-            .unwrap()
-            .pods
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned();
-        if let Some(pod) = pod {
+        if let Some(pod) = self.stored(namespace, name) {
             self.change("DELETED", pod);
         }
     }

@@ -242,8 +242,8 @@ impl Joiner {
         }
     }
 
-    /// Adds a record from `source`; returns the entries it completes (one,
-    /// or two when a too-long line is cut).
+    /// Adds a record from `source`; returns the entry it completes, if any
+    /// (a whole line, or a too-long one handed on cut).
     pub fn push(&mut self, source: &str, record: Record<'_>) -> Vec<Joined> {
         // The common case: a whole line with nothing waiting for it.
         if !record.partial
@@ -269,26 +269,16 @@ impl Joiner {
             message: Vec::new(),
         });
         entry.message.extend_from_slice(&record.message);
-        if entry.message.len() > self.max_bytes {
-            // Never unbounded: hand on what there is as a cut line.
+        // Never unbounded: a line over the maximum is handed on as it is, cut.
+        let truncated = entry.message.len() > self.max_bytes;
+        if truncated || !record.partial {
             let p = self.pending.remove(&key).expect("just inserted");
             self.started.remove(&key);
             out.push(Joined {
                 timestamp: p.timestamp,
                 stream: record.stream,
                 message: p.message,
-                truncated: true,
-            });
-            return out;
-        }
-        if !record.partial {
-            let p = self.pending.remove(&key).expect("just inserted");
-            self.started.remove(&key);
-            out.push(Joined {
-                timestamp: p.timestamp,
-                stream: record.stream,
-                message: p.message,
-                truncated: false,
+                truncated,
             });
         }
         out
