@@ -50,6 +50,8 @@ struct Slot {
     name: String,
     container: Container,
     last_ts: i64,
+    /// File bytes written so far (CRI framing included), for the lag.
+    file_bytes: u64,
     written: BTreeMap<&'static str, Written>,
 }
 
@@ -58,6 +60,8 @@ impl Slot {
         // Strictly increasing per container: the store orders by timestamp.
         let ts = now_ns().max(self.last_ts + 1);
         self.last_ts = ts;
+        // "<RFC 3339 ns> <stream> F <line>\n"
+        self.file_bytes += (30 + 1 + stream.len() + 3 + line.len() + 1) as u64;
         self.container.write(stream, ts, line).unwrap();
         self.written.entry(stream).or_default().add(line);
     }
@@ -258,6 +262,7 @@ impl Cluster {
                     .start("bench", &name, &uid, &format!("c{c}"))
                     .unwrap(),
                 last_ts: 0,
+                file_bytes: 0,
                 written: BTreeMap::new(),
             })
             .collect()
@@ -394,6 +399,7 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
     let (mut lag, mut rss_samples) = (Vec::new(), Vec::new());
     let (cpu0, _, _, _) = sample(daemon.pid());
     let mut last_cpu = cpu0;
+    let mut last_file_bytes: u64 = slots.iter().map(|s| s.file_bytes).sum();
     let mut rng = Rng(11);
     let mut churned: Vec<(Instant, String)> = Vec::new();
     let mut each_second = |slots: &mut [Slot],
@@ -405,11 +411,12 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
         last_cpu = cpu;
         rss_samples.push(rss);
         let status = get_json(&client, &format!("{}/status", daemon.base));
-        let bytes_per_second = status["collector"]["bytes_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            .max(1.0);
-        lag.push(status["collector"]["lag_bytes"].as_f64().unwrap_or(0.0) / bytes_per_second);
+        // Lag in seconds of input: unread bytes over what the writers wrote
+        // in the last second.
+        let file_bytes: u64 = slots.iter().map(|s| s.file_bytes).sum();
+        let input_per_second = (file_bytes - last_file_bytes).max(1) as f64;
+        last_file_bytes = file_bytes;
+        lag.push(status["collector"]["lag_bytes"].as_f64().unwrap_or(0.0) / input_per_second);
         for slot in slots.iter_mut() {
             // kubelet rotation at 10 MiB.
             if slot.container.size().unwrap_or(0) >= 10 << 20 {
@@ -594,15 +601,25 @@ fn main() {
     let out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"));
     std::fs::create_dir_all(&out).unwrap();
     let mut report = BTreeMap::new();
-    quiet(&mut report);
-    busy(&mut report, &out);
-    catch_up(&mut report);
+    // `BENCH_ONLY=busy` (or quiet, catch-up) runs one scenario, for profiling.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only == name;
+    if run("quiet") {
+        quiet(&mut report);
+    }
+    if run("busy") {
+        busy(&mut report, &out);
+    }
+    if run("catch-up") {
+        catch_up(&mut report);
+    }
     let text = serde_json::to_string_pretty(&report).unwrap();
     std::fs::write(out.join("report.json"), &text).unwrap();
-    let q = &report["quiet"];
-    let b = &report["busy"];
-    let l = &report["query_under_load"];
-    let c = &report["catch_up"];
+    let none = Value::Null;
+    let q = report.get("quiet").unwrap_or(&none);
+    let b = report.get("busy").unwrap_or(&none);
+    let l = report.get("query_under_load").unwrap_or(&none);
+    let c = report.get("catch_up").unwrap_or(&none);
     let mut table = std::io::stdout().lock();
     let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
     let _ = writeln!(
