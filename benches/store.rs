@@ -111,10 +111,7 @@ fn ingest(dir: &Path, entries: usize) {
         let batch = WriteBatch {
             streams: by_stream
                 .into_iter()
-                .map(|(s, entries)| StreamEntries {
-                    labels: labels[s as usize].clone(),
-                    entries,
-                })
+                .map(|(s, entries)| StreamEntries::with(labels[s as usize].clone(), entries))
                 .collect(),
             checkpoints: vec![("bench".into(), Some(done.to_le_bytes().to_vec()))],
         };

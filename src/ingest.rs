@@ -161,13 +161,13 @@ pub fn directory_batch(batch: &Batch, timestamp: i64) -> WriteBatch {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for line in batch.lines() {
         let i = *index.entry(line.source).or_insert_with(|| {
-            streams.push(StreamEntries {
-                labels: Labels::new([("path", line.source.to_string())]),
-                entries: Vec::new(),
-            });
+            streams.push(StreamEntries::new(Labels::new([(
+                "path",
+                line.source.to_string(),
+            )])));
             streams.len() - 1
         });
-        streams[i].entries.push((timestamp, line.bytes.to_vec()));
+        streams[i].push(timestamp, line.bytes);
     }
     let checkpoints = batch
         .checkpoints
@@ -374,11 +374,11 @@ mod tests {
         let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);
         let flusher = Flusher::start(db.clone(), Duration::from_millis(20)).unwrap();
         let batch = WriteBatch {
-            streams: vec![StreamEntries {
-                labels: Labels::new([("path", "x")]),
-                // Now: an old timestamp would fall to retention at once.
-                entries: vec![(now_ns(), b"line".to_vec())],
-            }],
+            // Now: an old timestamp would fall to retention at once.
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", "x")]),
+                [(now_ns(), b"line")],
+            )],
             checkpoints: vec![("k".into(), Some(b"v".to_vec()))],
         };
         db.write(&batch).unwrap();

@@ -138,6 +138,12 @@ struct Args {
     /// How long a rotated or deleted file stays open after its last write.
     #[arg(long, env = "ROTATE_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
     rotate_wait: Duration,
+
+    /// After a file changes, wait this long for more writes before reading:
+    /// a busy node then costs a few large reads instead of one per line.
+    /// It is also the least delay before a line can be queried.
+    #[arg(long, env = "BATCH_WAIT", default_value = "20ms", value_parser = humantime::parse_duration)]
+    batch_wait: Duration,
 }
 
 fn main() -> ExitCode {
@@ -181,6 +187,7 @@ fn run() -> anyhow::Result<()> {
         read_from: args.read_from,
         max_line_bytes: args.max_line_bytes as usize,
         rotate_wait: args.rotate_wait,
+        batch_wait: args.batch_wait,
         ..DirectoryConfig::new(root)
     };
     let stop = Arc::new(AtomicBool::new(false));

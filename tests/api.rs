@@ -23,13 +23,7 @@ struct Server {
 }
 
 fn entries(labels: Labels, lines: &[(i64, &str)]) -> StreamEntries {
-    StreamEntries {
-        labels,
-        entries: lines
-            .iter()
-            .map(|(t, l)| (T0 + t * S, l.as_bytes().to_vec()))
-            .collect(),
-    }
+    StreamEntries::with(labels, lines.iter().map(|(t, l)| (T0 + t * S, *l)))
 }
 
 async fn server() -> Server {
@@ -114,13 +108,13 @@ impl Server {
     fn write(&self, labels: Labels, line: &str) {
         self.db
             .write(&WriteBatch {
-                streams: vec![StreamEntries {
+                streams: vec![StreamEntries::with(
                     labels,
-                    entries: vec![(
+                    vec![(
                         monitoring_rs::log_database::now_ns(),
                         line.as_bytes().to_vec(),
                     )],
-                }],
+                )],
                 checkpoints: vec![],
             })
             .unwrap();

@@ -31,7 +31,7 @@ fn collect(node: &Node, checkpoints: &mut BTreeMap<String, Vec<u8>>) -> Vec<(i64
             lines.extend(
                 s.entries
                     .iter()
-                    .map(|(t, l)| (*t, String::from_utf8(l.clone()).unwrap())),
+                    .map(|(t, l)| (t, String::from_utf8(l.to_vec()).unwrap())),
             );
         }
         for (k, v) in &out.checkpoints {

@@ -41,12 +41,12 @@ impl Matcher {
             if !self.query.selector.iter().all(|m| m.matches(labels)) {
                 continue;
             }
-            for (ts, line) in entries {
+            for (ts, line) in entries.iter() {
                 if !self.query.keeps(line) {
                     continue;
                 }
-                if let Some(out) = self.pipeline.process(labels, *ts, line) {
-                    rows.push((out.labels, *ts, out.line.into_owned()));
+                if let Some(out) = self.pipeline.process(labels, ts, line) {
+                    rows.push((out.labels, ts, out.line.into_owned()));
                 }
             }
         }
@@ -101,7 +101,7 @@ pub(super) fn follow_body(
     // already sent.
     let seen: HashSet<(Arc<crate::log_database::labels::Labels>, i64, Vec<u8>)> =
         initial.iter().cloned().collect();
-    let first: Vec<u8> = initial.iter().flat_map(|r| format.row(r)).collect();
+    let first: Vec<u8> = format.rows(&initial);
     let metrics = state.metrics.clone();
     metrics.tail_started();
     let guard = TailGuard(metrics);
@@ -120,11 +120,8 @@ pub(super) fn follow_body(
             }
             match next(&mut live, &mut shutdown, &matcher).await {
                 Next::Rows(rows) => {
-                    let chunk: Vec<u8> = rows
-                        .iter()
-                        .filter(|r| seen.is_empty() || !seen.remove(*r))
-                        .flat_map(|r| format.row(r))
-                        .collect();
+                    let chunk =
+                        format.rows(rows.iter().filter(|r| seen.is_empty() || !seen.remove(*r)));
                     Some((
                         Ok(Bytes::from(chunk)),
                         (None, live, shutdown, matcher, seen, guard, false),

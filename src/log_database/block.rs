@@ -69,6 +69,19 @@ impl Entries {
         self.ends.push(self.data.len() as u32);
     }
 
+    /// Appends all of `other`'s entries.
+    pub fn extend(&mut self, other: &Entries) {
+        let base = self.data.len() as u32;
+        self.timestamps.extend_from_slice(&other.timestamps);
+        self.ends.extend(other.ends.iter().map(|e| base + e));
+        self.data.extend_from_slice(&other.data);
+    }
+
+    /// `(timestamp, line)` of each entry, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        (0..self.len()).map(|i| (self.timestamps[i], self.line(i)))
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.timestamps.len()

@@ -114,13 +114,54 @@ fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
     move |source| StoreError::Io { path, source }
 }
 
-/// One stream's entries in a write.
+/// One stream's entries in a write: its label set (shared, so a collector
+/// hands the same one on batch after batch without copying it) and its
+/// entries packed into one buffer.
 #[derive(Clone, Debug)]
 pub struct StreamEntries {
-    /// The stream.
-    pub labels: Labels,
-    /// `(timestamp ns, line)` pairs.
-    pub entries: Vec<(i64, Vec<u8>)>,
+    labels: Arc<Labels>,
+    id: StreamId,
+    /// The entries, in the order written.
+    pub entries: Entries,
+}
+
+impl StreamEntries {
+    /// No entries yet, for the stream `labels`.
+    pub fn new(labels: impl Into<Arc<Labels>>) -> Self {
+        let labels = labels.into();
+        Self {
+            id: labels.stream_id(),
+            labels,
+            entries: Entries::default(),
+        }
+    }
+
+    /// The stream `labels` with `(timestamp ns, line)` entries.
+    pub fn with<L: AsRef<[u8]>>(
+        labels: impl Into<Arc<Labels>>,
+        entries: impl IntoIterator<Item = (i64, L)>,
+    ) -> Self {
+        let mut stream = Self::new(labels);
+        for (ts, line) in entries {
+            stream.push(ts, line.as_ref());
+        }
+        stream
+    }
+
+    /// Appends one entry.
+    pub fn push(&mut self, timestamp: i64, line: &[u8]) {
+        self.entries.push(timestamp, line);
+    }
+
+    /// The stream's label set.
+    pub fn labels(&self) -> &Arc<Labels> {
+        &self.labels
+    }
+
+    /// The stream's identity (a hash of its labels, computed once).
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
 }
 
 /// A write: entries of many streams plus the checkpoints they advance.
@@ -313,14 +354,11 @@ pub struct Database {
     appended: tokio::sync::broadcast::Sender<Arc<Appended>>,
 }
 
-/// `(timestamp ns, line)` pairs of one stream.
-pub type Lines = Vec<(i64, Vec<u8>)>;
-
 /// Entries of one write, as live tails receive them.
 #[derive(Debug)]
 pub struct Appended {
     /// Per stream: its labels and its new entries.
-    pub streams: Vec<(Arc<Labels>, Lines)>,
+    pub streams: Vec<(Arc<Labels>, Entries)>,
 }
 
 /// How many writes a live tail may fall behind before it is dropped.
@@ -561,15 +599,10 @@ impl Database {
                 if stream.entries.is_empty() {
                     continue;
                 }
-                let id = stream.labels.stream_id();
-                let s = inner.add_stream(id, &stream.labels, true);
-                let mut added = 0;
-                for (ts, line) in &stream.entries {
-                    s.head.push(*ts, line);
-                    added += line.len() + 12;
-                }
+                let s = inner.add_stream(stream.id, &stream.labels, true);
+                s.head.extend(&stream.entries);
                 big_head |= s.head.data.len() >= self.config.block_bytes;
-                inner.head_bytes += added;
+                inner.head_bytes += stream.entries.data.len() + 12 * stream.entries.len();
             }
             for (key, value) in &batch.checkpoints {
                 inner.pending.insert(key.clone(), value.clone());
@@ -580,7 +613,7 @@ impl Database {
                     .iter()
                     .filter(|s| !s.entries.is_empty())
                     .filter_map(|s| {
-                        let labels = inner.streams.get(&s.labels.stream_id())?.labels.clone();
+                        let labels = inner.streams.get(&s.id)?.labels.clone();
                         Some((labels, s.entries.clone()))
                     })
                     .collect();

@@ -117,10 +117,9 @@ fn run_model(ops: Vec<Op>) {
                     model
                         .entries
                         .push((l.clone(), ts, line.clone().into_bytes(), false));
-                    batch.streams.push(StreamEntries {
-                        labels: l,
-                        entries: vec![(ts, line.into_bytes())],
-                    });
+                    batch
+                        .streams
+                        .push(StreamEntries::with(l, vec![(ts, line.into_bytes())]));
                 }
                 let mut finished = false;
                 if let Some((key, value)) = checkpoint {
@@ -220,18 +219,16 @@ proptest! {
 
 fn entry_batch(stream: usize, from: i64, n: i64, checkpoint: &str) -> WriteBatch {
     WriteBatch {
-        streams: vec![StreamEntries {
-            labels: labels(stream),
-            entries: (from..from + n)
-                .map(|i| {
-                    (
-                        i * 1_000_000,
-                        format!("stream {stream} line {i} {}", "x".repeat((i % 37) as usize))
-                            .into_bytes(),
-                    )
-                })
-                .collect(),
-        }],
+        streams: vec![StreamEntries::with(
+            labels(stream),
+            (from..from + n).map(|i| {
+                (
+                    i * 1_000_000,
+                    format!("stream {stream} line {i} {}", "x".repeat((i % 37) as usize))
+                        .into_bytes(),
+                )
+            }),
+        )],
         checkpoints: vec![(checkpoint.to_owned(), Some(from.to_le_bytes().to_vec()))],
     }
 }
@@ -366,10 +363,10 @@ fn retention_deletes_whole_old_partitions_by_age_and_by_size() {
     let (db, _) = Database::open(dir.path(), config.clone()).unwrap();
     for h in 0..6 {
         db.write(&WriteBatch {
-            streams: vec![StreamEntries {
-                labels: labels(h as usize % 2),
-                entries: vec![(h * hour + 5, format!("hour {h}").into_bytes())],
-            }],
+            streams: vec![StreamEntries::with(
+                labels(h as usize % 2),
+                vec![(h * hour + 5, format!("hour {h}").into_bytes())],
+            )],
             checkpoints: vec![],
         })
         .unwrap();
@@ -462,10 +459,9 @@ fn large_heads_are_cut_into_blocks_by_size_and_hour() {
             )
         })
         .collect();
-    batch.streams.push(StreamEntries {
-        labels: labels(0),
-        entries: lines.clone(),
-    });
+    batch
+        .streams
+        .push(StreamEntries::with(labels(0), lines.clone()));
     db.write(&batch).unwrap();
     db.flush().unwrap();
     let stats = db.stats();

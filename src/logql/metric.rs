@@ -407,13 +407,12 @@ mod tests {
         let (db, _) = Database::open(dir.path(), Config::default()).unwrap();
         let mut batch = WriteBatch::default();
         for (level, times) in [("error", vec![1, 2, 2, 9]), ("info", vec![3, 4])] {
-            batch.streams.push(StreamEntries {
-                labels: Labels::new([("app", "web"), ("level", level)]),
-                entries: times
+            batch.streams.push(StreamEntries::with(
+                Labels::new([("app", "web"), ("level", level)]),
+                times
                     .into_iter()
-                    .map(|t| (t * S, format!("{level} line").into_bytes()))
-                    .collect(),
-            });
+                    .map(|t| (t * S, format!("{level} line").into_bytes())),
+            ));
         }
         db.write(&batch).unwrap();
         (dir, db)

@@ -37,7 +37,6 @@ impl DirectoryCollector {
             },
             Some(WatchOwner::File(id)) => {
                 if let Some(file) = self.files.get_mut(&id) {
-                    file.check_needed = true;
                     if event.kind == EventKind::Gone {
                         file.watch = None;
                         self.owners.remove(&watch);
@@ -149,9 +148,6 @@ impl DirectoryCollector {
         }
         let ids: Vec<FileId> = self.files.keys().copied().collect();
         for id in ids {
-            if let Some(file) = self.files.get_mut(&id) {
-                file.check_needed = true;
-            }
             self.place_if_waiting(id)?;
             self.enqueue(id);
         }
@@ -397,7 +393,6 @@ impl DirectoryCollector {
         file.paths.remove(rel);
         if file.paths.is_empty() && file.retired_at.is_none() {
             file.retired_at = Some(Instant::now());
-            file.check_needed = true;
             self.retired.insert(id);
             self.stats.files_rotated += 1;
             self.enqueue(id);

@@ -63,6 +63,10 @@ pub struct DirectoryConfig {
     pub batch_bytes: usize,
     /// Bytes read from one file before the next file gets its turn.
     pub file_budget: usize,
+    /// Once woken by a change, how long to let further writes gather before
+    /// reading. Many writers each appending a line at a time would otherwise
+    /// cost a wake-up and a read per line; zero reads at once.
+    pub batch_wait: Duration,
 }
 
 impl DirectoryConfig {
@@ -75,6 +79,7 @@ impl DirectoryConfig {
             rotate_wait: Duration::from_secs(5),
             batch_bytes: 4 * 1024 * 1024,
             file_budget: 512 * 1024,
+            batch_wait: Duration::ZERO,
         }
     }
 }
@@ -321,6 +326,12 @@ impl DirectoryCollector {
             if woken_empty && wake_at.is_none_or(|at| Instant::now() < at) {
                 return Ok(());
             }
+            if !woken_empty && !self.config.batch_wait.is_zero() {
+                // The events are read (and more gathered) at the top of the
+                // loop; a sleep costs one wake-up where waiting on the
+                // watcher would cost one per event.
+                std::thread::sleep(self.config.batch_wait);
+            }
         }
     }
 
@@ -388,19 +399,8 @@ impl DirectoryCollector {
             }
             Phase::Reading => {}
         }
-        // A shrink is seen here; a rewrite behind the same size is seen by
-        // the check after reading (read_turn), so only fstat on each event.
-        if std::mem::take(&mut file.check_needed)
-            && file.size().is_ok_and(|size| size < file.read_offset)
-        {
-            self.truncated(id)?;
-        }
-        let Some(file) = self.files.get_mut(&id) else {
-            return Ok(false);
-        };
-        if file.phase != Phase::Reading {
-            return Ok(false);
-        }
+        // A shrink or a rewrite is seen by the read itself (read_turn
+        // re-reads the bytes before the offset in the same syscall).
         let start = file.read_offset;
         let turn = file
             .read_turn(batch, self.config.file_budget, self.config.max_line_bytes)

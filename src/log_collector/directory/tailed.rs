@@ -80,8 +80,6 @@ pub(super) struct TailedFile {
     pub queued: bool,
     /// The checkpoint moved since it was last published.
     pub dirty: bool,
-    /// An event arrived: check for truncation before reading on.
-    pub check_needed: bool,
 }
 
 impl TailedFile {
@@ -104,7 +102,6 @@ impl TailedFile {
             at_eof: false,
             queued: false,
             dirty: false,
-            check_needed: false,
         }
     }
 
@@ -171,12 +168,22 @@ impl TailedFile {
         let mark = batch.mark();
         let start_offset = self.read_offset;
         let partial_len = self.partial.len();
-        // The bytes just before the read offset as we read them, to check
-        // afterwards that the file was not rewritten under us.
-        let mut expected = self.window.clone();
-        expected.extend_from_slice(&self.partial);
-        let keep = expected.len().min(MARKER_BYTES).min(start_offset as usize);
-        expected.drain(..expected.len() - keep);
+        // The bytes just before the read offset as we read them: the first
+        // read of the turn reads them again (in the same syscall), so a file
+        // that shrank below the offset, or was truncated and rewritten past
+        // it (copytruncate), is noticed before its bytes are taken for ours.
+        let mut expected = [0u8; MARKER_BYTES];
+        let keep = {
+            let before = self.window.iter().chain(self.partial.iter());
+            let known = self.window.len() + self.partial.len();
+            let keep = known.min(MARKER_BYTES).min(start_offset as usize);
+            for (slot, byte) in expected.iter_mut().zip(before.skip(known - keep)) {
+                *slot = byte.to_owned();
+            }
+            keep
+        };
+        let mut reread = [0u8; MARKER_BYTES];
+        let mut verify = self.fingerprint.is_some() && keep > 0;
 
         let base = batch.buffered();
         batch.data_mut().extend_from_slice(&self.partial);
@@ -195,12 +202,22 @@ impl TailedFile {
                 break Ok(());
             }
             let want = READ_CHUNK.min(budget - turn.read);
-            let n = match pread_append(&self.file, batch.data_mut(), want, self.read_offset) {
-                Ok(0) => {
+            let check = if std::mem::take(&mut verify) {
+                &mut reread[..keep]
+            } else {
+                &mut reread[..0]
+            };
+            let n = match pread_append(&self.file, check, batch.data_mut(), want, self.read_offset)
+            {
+                Ok((checked, _)) if checked < check.len() || *check != expected[..check.len()] => {
+                    turn.replaced = true;
+                    break Ok(());
+                }
+                Ok((_, 0)) => {
                     turn.eof = true;
                     break Ok(());
                 }
-                Ok(n) => n,
+                Ok((_, n)) => n,
                 Err(e) => break Err(e),
             };
             self.read_offset += n as u64;
@@ -222,11 +239,24 @@ impl TailedFile {
             scan_from = end;
             // Never hold more than one line's worth: cut an overlong line.
             turn.split += self.push_pieces(batch, &mut line_start, end, max_line_bytes, end);
+            // A short read of a regular file is its end: asking again would
+            // cost a syscall per turn to learn the same.
+            if n < want {
+                turn.eof = true;
+                break Ok(());
+            }
         };
         // copytruncate can empty the file and let it grow past our offset
         // between two looks: new bytes would then be read as the middle of
-        // old lines. If the bytes before the offset changed, undo the turn.
-        if turn.read > 0 && self.fingerprint.is_some() && !self.still_there(start_offset, &expected)
+        // old lines. If the bytes before the offset changed, or (looked at
+        // after reading, so a rewrite during the read counts too) the head
+        // did, undo the turn. The bytes before the offset alone can repeat
+        // from line to line; a rewritten file almost never keeps its first
+        // line.
+        if turn.replaced
+            || (turn.read > 0
+                && self.fingerprint.is_some()
+                && fingerprint(&self.file).ok().flatten() != self.fingerprint)
         {
             self.partial = batch.data()[base..base + partial_len].to_vec();
             self.read_offset = start_offset;
@@ -290,18 +320,6 @@ impl TailedFile {
         pieces
     }
 
-    /// Whether the file still has the head we know and holds `expected`
-    /// just before `offset`. (The bytes before the offset alone can repeat
-    /// from line to line; a rewritten file almost never keeps its first line.)
-    fn still_there(&self, offset: u64, expected: &[u8]) -> bool {
-        let mut now = vec![0u8; expected.len()];
-        let start = offset - expected.len() as u64;
-        use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(&mut now, start).is_ok()
-            && now == expected
-            && fingerprint(&self.file).ok().flatten() == self.fingerprint
-    }
-
     /// Hands on the bytes after the last newline as a line of their own
     /// (the file ended, was truncated or is being dropped).
     pub fn flush_partial(&mut self, batch: &mut Batch) -> bool {
@@ -321,28 +339,47 @@ impl TailedFile {
     }
 }
 
-/// Appends up to `want` bytes read at `offset` to `data`, without zeroing the
-/// buffer first.
-fn pread_append(file: &File, data: &mut Vec<u8>, want: usize, offset: u64) -> io::Result<usize> {
+/// Fills `check` from the bytes just before `offset` and appends up to
+/// `want` bytes read at `offset` to `data` (without zeroing the buffer
+/// first), in one `preadv`. Returns how many bytes went to each.
+fn pread_append(
+    file: &File,
+    check: &mut [u8],
+    data: &mut Vec<u8>,
+    want: usize,
+    offset: u64,
+) -> io::Result<(usize, usize)> {
     data.reserve(want);
     let spare = data.spare_capacity_mut();
+    let iov = [
+        libc::iovec {
+            iov_base: check.as_mut_ptr().cast(),
+            iov_len: check.len(),
+        },
+        libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: want,
+        },
+    ];
     loop {
-        // SAFETY: `spare` has room for at least `want` bytes; pread writes at
-        // most `want` bytes into it and we only mark what it wrote as
-        // initialized.
+        // SAFETY: both buffers are valid for writes of their lengths (`spare`
+        // has room for at least `want` bytes); preadv writes at most that and
+        // we only mark what it wrote as initialized.
         let n = unsafe {
-            libc::pread(
+            libc::preadv(
                 file.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                want,
-                offset as libc::off_t,
+                iov.as_ptr(),
+                2,
+                (offset - check.len() as u64) as libc::off_t,
             )
         };
         if n >= 0 {
             let n = n as usize;
-            // SAFETY: pread initialized exactly `n` bytes past the length.
-            unsafe { data.set_len(data.len() + n) };
-            return Ok(n);
+            let checked = n.min(check.len());
+            let read = n - checked;
+            // SAFETY: preadv initialized exactly `read` bytes past the length.
+            unsafe { data.set_len(data.len() + read) };
+            return Ok((checked, read));
         }
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {

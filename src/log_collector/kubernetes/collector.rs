@@ -20,7 +20,7 @@ use super::names::{FileIdentity, identify};
 use crate::log_collector::checkpoint::{Checkpoint, CheckpointKey, CheckpointSet};
 use crate::log_collector::directory::batch::{Batch, FileId};
 use crate::log_collector::directory::{CollectorError, DirectoryCollector, DirectoryConfig};
-use crate::log_database::labels::{Labels, sanitize_name};
+use crate::log_database::labels::{Labels, StreamId, sanitize_name};
 use crate::log_database::{StreamEntries, WriteBatch, now_ns};
 use crate::watcher::{Wake, Watcher};
 
@@ -83,14 +83,15 @@ struct KubeCheckpoint {
 struct Source {
     identity: Option<FileIdentity>,
     first_seen: Instant,
-    /// Label sets by stream, with the pod version they were built from.
-    labels: HashMap<Stream, (String, Labels)>,
+    /// Label sets by stream, with the pod version they were built from,
+    /// as empty store streams to clone (which shares the label set).
+    labels: HashMap<Stream, (String, StreamEntries)>,
 }
 
 /// Entries and checkpoints of a file waiting for its pod's metadata.
 #[derive(Default)]
 struct Held {
-    entries: Vec<Joined>,
+    entries: Vec<Joined<'static>>,
     checkpoints: BTreeMap<CheckpointKey, Checkpoint>,
 }
 
@@ -192,15 +193,20 @@ impl KubernetesCollector {
             && source.first_seen.elapsed() < wait
     }
 
-    fn labels(&mut self, path: &Arc<str>, stream: Stream) -> Option<Labels> {
-        let config = self.config.clone();
+    /// An empty store stream for `path`'s `stream`, labelled; built once
+    /// per pod version, then shared.
+    fn labels(&mut self, path: &Arc<str>, stream: Stream) -> Option<StreamEntries> {
         let cache = self.cache.clone();
-        let source = self.source(path);
-        let identity = source.identity.clone()?;
+        if !self.sources.contains_key(path) {
+            self.source(path);
+        }
+        let config = &self.config;
+        let source = self.sources.get_mut(path).expect("just added");
+        let identity = source.identity.as_ref()?;
         let pod = cache.get(&identity.namespace, &identity.pod);
-        let version = pod.as_ref().map_or_else(String::new, |p| p.version.clone());
+        let version = pod.as_ref().map_or("", |p| p.version.as_str());
         if let Some((v, labels)) = source.labels.get(&stream)
-            && *v == version
+            && v == version
         {
             return Some(labels.clone());
         }
@@ -239,8 +245,10 @@ impl KubernetesCollector {
         ));
         pairs.push(("node_name".into(), config.node_name.clone()));
         pairs.push(("stream".into(), stream.as_str().into()));
-        let labels = Labels::new(pairs);
-        source.labels.insert(stream, (version, labels.clone()));
+        let labels = StreamEntries::new(Labels::new(pairs));
+        source
+            .labels
+            .insert(stream, (version.to_owned(), labels.clone()));
         Some(labels)
     }
 
@@ -289,17 +297,17 @@ impl KubernetesCollector {
     }
 
     /// Decodes one line of `source` and feeds the joiner.
-    fn decode(
+    fn decode<'a>(
         &mut self,
         source: &Arc<str>,
         format: Format,
-        bytes: &[u8],
+        bytes: &'a [u8],
         read_at: i64,
-        entries: &mut Vec<(Arc<str>, Joined)>,
+        entries: &mut Vec<(Arc<str>, Joined<'a>)>,
     ) {
         match format.parse(bytes) {
             Ok(record) => {
-                for joined in self.joiner.push(source, record) {
+                if let Some(joined) = self.joiner.push(source, record) {
                     if joined.truncated {
                         self.stats.truncated_lines += 1;
                     }
@@ -314,7 +322,7 @@ impl KubernetesCollector {
                     Joined {
                         timestamp: read_at,
                         stream: Stream::Stdout,
-                        message: bytes.to_vec(),
+                        message: bytes.into(),
                         truncated: false,
                     },
                 ));
@@ -324,9 +332,12 @@ impl KubernetesCollector {
 
     fn convert(&mut self, batch: &Batch, out: &mut WriteBatch) {
         let read_at = now_ns();
+        // Lines borrow from the batch (and from the recovered bytes) until
+        // they are copied into the store's write.
+        let recovered = std::mem::take(&mut self.recovered);
         let mut entries: Vec<(Arc<str>, Joined)> = Vec::new();
         let mut finished: Vec<CheckpointKey> = batch.forgotten.clone();
-        for recovered in std::mem::take(&mut self.recovered) {
+        for recovered in &recovered {
             let source: Arc<str> = Arc::from(recovered.source.as_str());
             if self.source(&source).identity.is_none() {
                 continue;
@@ -340,7 +351,7 @@ impl KubernetesCollector {
                 let f = *format.get_or_insert_with(|| Format::detect(line));
                 self.decode(&source, f, line, read_at, &mut entries);
             }
-            finished.extend(recovered.finishes);
+            finished.extend(recovered.finishes.iter().copied());
         }
         // Lines of a file come together: look the file up once per run.
         let mut last: Option<(FileId, bool, Format)> = None;
@@ -368,7 +379,7 @@ impl KubernetesCollector {
         }
         // Entries of files whose pod is not known yet wait, with their
         // checkpoints; the rest go out now.
-        let mut ready: Vec<(Arc<str>, Joined)> = Vec::new();
+        let mut ready: Vec<(Arc<str>, Joined)> = Vec::with_capacity(entries.len());
         // Decided once per source per batch, not per line.
         let mut waits: HashMap<*const u8, bool> = HashMap::new();
         for (source, joined) in entries {
@@ -382,7 +393,11 @@ impl KubernetesCollector {
                 }
             };
             if wait {
-                self.held.entry(source).or_default().entries.push(joined);
+                self.held
+                    .entry(source)
+                    .or_default()
+                    .entries
+                    .push(joined.into_owned());
             } else {
                 ready.push((source, joined));
             }
@@ -442,19 +457,17 @@ impl KubernetesCollector {
                 checkpoints.extend(held.checkpoints.into_values());
             }
         }
-        // Group by label set; labels are built once per source and stream.
-        let mut groups: HashMap<Labels, usize> = HashMap::new();
+        // Group by stream; label sets are built once per source and stream
+        // and shared after that.
+        let mut groups: HashMap<StreamId, usize> = HashMap::new();
         let mut slots: HashMap<(*const u8, Stream), Option<usize>> = HashMap::new();
-        for (source, joined) in ready {
+        for (source, joined) in &ready {
             let slot = match slots.get(&(source.as_ptr(), joined.stream)) {
                 Some(slot) => *slot,
                 None => {
-                    let slot = self.labels(&source, joined.stream).map(|labels| {
-                        *groups.entry(labels.clone()).or_insert_with(|| {
-                            out.streams.push(StreamEntries {
-                                labels,
-                                entries: Vec::new(),
-                            });
+                    let slot = self.labels(source, joined.stream).map(|stream| {
+                        *groups.entry(stream.id()).or_insert_with(|| {
+                            out.streams.push(stream);
                             out.streams.len() - 1
                         })
                     });
@@ -463,11 +476,10 @@ impl KubernetesCollector {
                 }
             };
             if let Some(i) = slot {
-                out.streams[i]
-                    .entries
-                    .push((joined.timestamp, joined.message));
+                out.streams[i].push(joined.timestamp, &joined.message);
             }
         }
+        drop(ready);
         self.write_checkpoints(checkpoints, &finished, out);
     }
 

@@ -7,6 +7,7 @@
 //! without a trailing newline is a piece. Runtimes cut at 16 KiB, possibly
 //! inside a UTF-8 character, so pieces are joined as bytes and decoded later.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Which output a line came from.
@@ -201,17 +202,30 @@ impl Format {
     }
 }
 
-/// A complete entry after joining pieces.
+/// A complete entry after joining pieces. A whole line borrows its message
+/// from the bytes it was read into; joined pieces own theirs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Joined {
+pub struct Joined<'a> {
     /// The timestamp of its first piece.
     pub timestamp: i64,
     /// stdout or stderr.
     pub stream: Stream,
     /// The whole message.
-    pub message: Vec<u8>,
+    pub message: Cow<'a, [u8]>,
     /// Whether it was cut because it exceeded the maximum size.
     pub truncated: bool,
+}
+
+impl Joined<'_> {
+    /// The same entry, owning its message (to keep it past the read buffer).
+    pub fn into_owned(self) -> Joined<'static> {
+        Joined {
+            timestamp: self.timestamp,
+            stream: self.stream,
+            message: Cow::Owned(self.message.into_owned()),
+            truncated: self.truncated,
+        }
+    }
 }
 
 /// Pieces waiting for their final part, per source and stream.
@@ -244,23 +258,23 @@ impl Joiner {
 
     /// Adds a record from `source`; returns the entry it completes, if any
     /// (a whole line, or a too-long one handed on cut).
-    pub fn push(&mut self, source: &str, record: Record<'_>) -> Vec<Joined> {
-        // The common case: a whole line with nothing waiting for it.
+    pub fn push<'a>(&mut self, source: &str, record: Record<'a>) -> Option<Joined<'a>> {
+        // The common case: a whole line with nothing waiting for it keeps
+        // borrowing its bytes.
         if !record.partial
             && !self
                 .pending
                 .keys()
                 .any(|(s, st)| *st == record.stream && s == source)
         {
-            return vec![Joined {
+            return Some(Joined {
                 timestamp: record.timestamp,
                 stream: record.stream,
-                message: record.message.into_owned(),
+                message: record.message,
                 truncated: false,
-            }];
+            });
         }
         let key = (source.to_owned(), record.stream);
-        let mut out = Vec::new();
         self.started
             .entry(key.clone())
             .or_insert_with(std::time::Instant::now);
@@ -271,17 +285,17 @@ impl Joiner {
         entry.message.extend_from_slice(&record.message);
         // Never unbounded: a line over the maximum is handed on as it is, cut.
         let truncated = entry.message.len() > self.max_bytes;
-        if truncated || !record.partial {
-            let p = self.pending.remove(&key).expect("just inserted");
-            self.started.remove(&key);
-            out.push(Joined {
-                timestamp: p.timestamp,
-                stream: record.stream,
-                message: p.message,
-                truncated,
-            });
+        if !truncated && record.partial {
+            return None;
         }
-        out
+        let p = self.pending.remove(&key).expect("just inserted");
+        self.started.remove(&key);
+        Some(Joined {
+            timestamp: p.timestamp,
+            stream: record.stream,
+            message: Cow::Owned(p.message),
+            truncated,
+        })
     }
 
     /// The pieces waiting for `source` (to keep with its checkpoint).
@@ -310,7 +324,7 @@ impl Joiner {
 
     /// Hands on lines whose final part has not come for `max_age` (the
     /// program ended without a newline).
-    pub fn expired(&mut self, max_age: std::time::Duration) -> Vec<(String, Joined)> {
+    pub fn expired(&mut self, max_age: std::time::Duration) -> Vec<(String, Joined<'static>)> {
         let old: Vec<(String, Stream)> = self
             .started
             .iter()
@@ -326,7 +340,7 @@ impl Joiner {
                     Joined {
                         timestamp: p.timestamp,
                         stream: k.1,
-                        message: p.message,
+                        message: Cow::Owned(p.message),
                         truncated: false,
                     },
                 ))
@@ -340,7 +354,7 @@ impl Joiner {
     }
 
     /// Hands on whatever waits for `source` (its file is finished).
-    pub fn flush(&mut self, source: &str) -> Vec<Joined> {
+    pub fn flush(&mut self, source: &str) -> Vec<Joined<'static>> {
         let keys: Vec<(String, Stream)> = self
             .pending
             .keys()
@@ -354,7 +368,7 @@ impl Joiner {
                 Some(Joined {
                     timestamp: p.timestamp,
                     stream: k.1,
-                    message: p.message,
+                    message: Cow::Owned(p.message),
                     truncated: false,
                 })
             })
@@ -464,18 +478,20 @@ mod tests {
         let cri = |s: &'static [u8]| parse_cri(s).unwrap();
         assert!(
             j.push("f", cri(b"2023-11-14T22:13:20Z stdout P hel"))
-                .is_empty()
+                .is_none()
         );
         let err = j.push("f", cri(b"2023-11-14T22:13:21Z stderr F an error"));
-        assert_eq!(err[0].message, b"an error");
+        assert_eq!(&*err.unwrap().message, b"an error");
         assert!(
             j.push("f", cri(b"2023-11-14T22:13:22Z stdout P lo "))
-                .is_empty()
+                .is_none()
         );
-        let out = j.push("f", cri(b"2023-11-14T22:13:23Z stdout F world"));
-        assert_eq!(out[0].message, b"hello world");
+        let out = j
+            .push("f", cri(b"2023-11-14T22:13:23Z stdout F world"))
+            .unwrap();
+        assert_eq!(&*out.message, b"hello world");
         assert_eq!(
-            out[0].timestamp, 1_700_000_000_000_000_000,
+            out.timestamp, 1_700_000_000_000_000_000,
             "the first piece's time"
         );
         // Pieces split inside a UTF-8 character join into valid text.
@@ -490,7 +506,7 @@ mod tests {
                     message: e[..1].to_vec().into()
                 }
             )
-            .is_empty()
+            .is_none()
         );
         let out = j.push(
             "g",
@@ -501,7 +517,7 @@ mod tests {
                 message: e[1..].to_vec().into(),
             },
         );
-        assert_eq!(std::str::from_utf8(&out[0].message).unwrap(), "é");
+        assert_eq!(std::str::from_utf8(&out.unwrap().message).unwrap(), "é");
     }
 
     #[test]
@@ -513,21 +529,21 @@ mod tests {
             partial,
             message: m.into(),
         };
-        assert!(j.push("f", piece(b"12345", true)).is_empty());
-        let out = j.push("f", piece(b"67890", true));
-        assert!(out[0].truncated);
-        assert_eq!(out[0].message, b"1234567890");
-        assert!(j.push("f", piece(b"abc", true)).is_empty());
+        assert!(j.push("f", piece(b"12345", true)).is_none());
+        let out = j.push("f", piece(b"67890", true)).unwrap();
+        assert!(out.truncated);
+        assert_eq!(&*out.message, b"1234567890");
+        assert!(j.push("f", piece(b"abc", true)).is_none());
         let kept = j.pending_for("f");
         let mut restarted = Joiner::new(8);
         for (stream, p) in kept {
             restarted.restore("f", stream, p);
         }
         assert_eq!(
-            restarted.push("f", piece(b"def", false))[0].message,
+            &*restarted.push("f", piece(b"def", false)).unwrap().message,
             b"abcdef"
         );
-        assert!(j.push("h", piece(b"tail", true)).is_empty());
-        assert_eq!(j.flush("h")[0].message, b"tail");
+        assert!(j.push("h", piece(b"tail", true)).is_none());
+        assert_eq!(&*j.flush("h")[0].message, b"tail");
     }
 }
