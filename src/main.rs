@@ -142,7 +142,7 @@ struct Args {
     /// After a file changes, wait this long for more writes before reading:
     /// a busy node then costs a few large reads instead of one per line.
     /// It is also the least delay before a line can be queried.
-    #[arg(long, env = "BATCH_WAIT", default_value = "20ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BATCH_WAIT", default_value = "50ms", value_parser = humantime::parse_duration)]
     batch_wait: Duration,
 }
 

@@ -1,5 +1,7 @@
 //! The curl-friendly routes: `/logs/{label}/{value}` and `/status`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
@@ -9,7 +11,7 @@ use serde_json::json;
 
 use super::loki::{direction, params};
 use super::{ApiError, AppState, Row, run_log_query, tail};
-use crate::log_database::labels::sanitize_name;
+use crate::log_database::labels::{Labels, sanitize_name};
 use crate::log_database::now_ns;
 use crate::log_database::query::{Direction, LineFilter, Matcher};
 use crate::logql::{LogExpr, Stage};
@@ -34,43 +36,55 @@ impl Format {
         }
     }
 
-    /// Appends one row as it goes on the wire (not for `Json`, which is an
-    /// array). Written straight into `out`: a follower of a busy pod gets
-    /// thousands of rows a second.
-    pub(super) fn write_row(self, out: &mut Vec<u8>, (labels, ts, line): &Row) {
-        match self {
-            Format::Text | Format::Json => {
-                out.extend_from_slice(line);
-                out.push(b'\n');
-            }
-            Format::Ndjson => {
-                // Keys in the order a JSON object map sorts them.
-                out.extend_from_slice(b"{\"labels\":{");
-                for (i, (name, value)) in labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    json_string(out, name);
-                    out.push(b':');
-                    json_string(out, value);
-                }
-                out.extend_from_slice(b"},\"line\":");
-                json_string(out, &String::from_utf8_lossy(line));
-                out.extend_from_slice(b",\"timestamp\":\"");
-                out.extend_from_slice(ts.to_string().as_bytes());
-                out.extend_from_slice(b"\"}\n");
-            }
-        }
-    }
-
-    /// Rows as they go on the wire, one after another.
+    /// Rows as they go on the wire, one after another (not for `Json`,
+    /// which is an array). Written straight into one buffer, each stream's
+    /// labels encoded once: a follower of a busy pod gets thousands of rows
+    /// a second.
     pub(super) fn rows<'a>(self, rows: impl IntoIterator<Item = &'a Row>) -> Vec<u8> {
         let mut out = Vec::new();
-        for row in rows {
-            self.write_row(&mut out, row);
+        // The rows are borrowed throughout, so a label set's address
+        // cannot be reused by another one meanwhile.
+        let mut last: Option<(*const Labels, Vec<u8>)> = None;
+        for (labels, ts, line) in rows {
+            match self {
+                Format::Text | Format::Json => {
+                    out.extend_from_slice(line);
+                    out.push(b'\n');
+                }
+                Format::Ndjson => {
+                    let ptr = Arc::as_ptr(labels);
+                    if last.as_ref().is_none_or(|(p, _)| *p != ptr) {
+                        last = Some((ptr, labels_object(labels)));
+                    }
+                    let (_, json) = last.as_ref().expect("just set");
+                    // Keys in the order a JSON object map sorts them.
+                    out.extend_from_slice(b"{\"labels\":");
+                    out.extend_from_slice(json);
+                    out.extend_from_slice(b",\"line\":");
+                    json_string(&mut out, &String::from_utf8_lossy(line));
+                    out.extend_from_slice(b",\"timestamp\":\"");
+                    out.extend_from_slice(ts.to_string().as_bytes());
+                    out.extend_from_slice(b"\"}\n");
+                }
+            }
         }
         out
     }
+}
+
+/// `labels` as a JSON object.
+fn labels_object(labels: &Labels) -> Vec<u8> {
+    let mut out = vec![b'{'];
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(&mut out, name);
+        out.push(b':');
+        json_string(&mut out, value);
+    }
+    out.push(b'}');
+    out
 }
 
 /// Appends `s` as a JSON string.

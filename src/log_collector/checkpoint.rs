@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +41,7 @@ pub struct Checkpoint {
     pub marker: u64,
     /// The path the lines were labelled with (for people and for finding the
     /// file again among rotated copies).
-    pub path: String,
+    pub path: Arc<str>,
 }
 
 /// Prefix of the keys under which a store keeps file checkpoints.
@@ -257,7 +258,7 @@ mod tests {
             },
             offset,
             marker: 0,
-            path: format!("/logs/{ino}.log"),
+            path: format!("/logs/{ino}.log").into(),
         }
     }
 

@@ -124,7 +124,7 @@ impl TailedFile {
             key: self.key()?,
             offset: self.emitted_offset(),
             marker: marker(&self.window),
-            path: self.source.to_string(),
+            path: self.source.clone(),
         })
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::format::{Format, Joined, Joiner, Pending, Stream};
-use super::metadata::PodCache;
+use super::metadata::{PodCache, PodInfo};
 use super::names::{FileIdentity, identify};
 use crate::log_collector::checkpoint::{Checkpoint, CheckpointKey, CheckpointSet};
 use crate::log_collector::directory::batch::{Batch, FileId};
@@ -83,6 +83,8 @@ struct KubeCheckpoint {
 struct Source {
     identity: Option<FileIdentity>,
     first_seen: Instant,
+    /// Its pod as last looked up, and the cache generation then.
+    pod: Option<(u64, Option<Arc<PodInfo>>)>,
     /// Label sets by stream, with the pod version they were built from,
     /// as empty store streams to clone (which shares the label set).
     labels: HashMap<Stream, (String, StreamEntries)>,
@@ -175,35 +177,45 @@ impl KubernetesCollector {
                     identity,
                     first_seen: Instant::now(),
                     labels: HashMap::new(),
+                    pod: None,
                 },
             );
         }
         self.sources.get_mut(path).expect("just inserted")
     }
 
+    /// `path`'s pod, if the cache knows it; looked up again only after the
+    /// cache changed (most batches touch every source).
+    fn pod(&mut self, path: &Arc<str>) -> Option<Arc<PodInfo>> {
+        let generation = self.cache.generation();
+        let cache = self.cache.clone();
+        let source = self.source(path);
+        match &source.pod {
+            Some((g, pod)) if *g == generation => pod.clone(),
+            _ => {
+                let identity = source.identity.as_ref()?;
+                let pod = cache.get(&identity.namespace, &identity.pod);
+                source.pod = Some((generation, pod.clone()));
+                pod
+            }
+        }
+    }
+
     /// Whether entries of `path` must wait for their pod's metadata.
     fn waiting(&mut self, path: &Arc<str>) -> bool {
         let wait = self.config.pod_wait;
-        let cache = self.cache.clone();
+        let pod = self.pod(path);
         let source = self.source(path);
-        let Some(identity) = &source.identity else {
-            return false;
-        };
-        cache.get(&identity.namespace, &identity.pod).is_none()
-            && source.first_seen.elapsed() < wait
+        source.identity.is_some() && pod.is_none() && source.first_seen.elapsed() < wait
     }
 
     /// An empty store stream for `path`'s `stream`, labelled; built once
     /// per pod version, then shared.
     fn labels(&mut self, path: &Arc<str>, stream: Stream) -> Option<StreamEntries> {
-        let cache = self.cache.clone();
-        if !self.sources.contains_key(path) {
-            self.source(path);
-        }
+        let pod = self.pod(path);
         let config = &self.config;
-        let source = self.sources.get_mut(path).expect("just added");
+        let source = self.sources.get_mut(path).expect("pod() added it");
         let identity = source.identity.as_ref()?;
-        let pod = cache.get(&identity.namespace, &identity.pod);
         let version = pod.as_ref().map_or("", |p| p.version.as_str());
         if let Some((v, labels)) = source.labels.get(&stream)
             && v == version
@@ -404,7 +416,7 @@ impl KubernetesCollector {
         }
         let mut checkpoints: Vec<Checkpoint> = Vec::new();
         for c in &batch.checkpoints {
-            let path: Arc<str> = Arc::from(c.path.as_str());
+            let path = c.path.clone();
             match self.held.get_mut(&path) {
                 Some(held) => {
                     held.checkpoints.insert(c.key, c.clone());
@@ -437,20 +449,12 @@ impl KubernetesCollector {
                     .cloned()
                     .collect::<Vec<_>>()
                     .into_iter()
-                    .filter(|p| {
-                        let source = &self.sources[p];
-                        let known = source
-                            .identity
-                            .as_ref()
-                            .is_some_and(|i| self.cache.get(&i.namespace, &i.pod).is_some());
-                        known || source.first_seen.elapsed() >= self.config.pod_wait
-                    }),
+                    .filter(|p| !self.waiting(p)),
             )
             .collect();
         for path in releasable {
             if let Some(held) = self.held.remove(&path) {
-                let identity = self.sources[&path].identity.clone();
-                if identity.is_some_and(|i| self.cache.get(&i.namespace, &i.pod).is_none()) {
+                if self.sources[&path].identity.is_some() && self.pod(&path).is_none() {
                     self.stats.unlabelled_lines += held.entries.len() as u64;
                 }
                 ready.extend(held.entries.into_iter().map(|j| (path.clone(), j)));
@@ -520,7 +524,7 @@ impl KubernetesCollector {
             let pending = self.joiner.pending_for(&checkpoint.path);
             if !pending.is_empty() {
                 self.with_pending
-                    .entry(checkpoint.path.clone())
+                    .entry(checkpoint.path.to_string())
                     .or_default()
                     .insert(key, checkpoint.clone());
             }

@@ -7,6 +7,7 @@
 //! same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,9 @@ struct State {
 #[derive(Clone, Default)]
 pub struct PodCache {
     state: Arc<RwLock<State>>,
+    /// Bumped on every change, so readers can keep what they looked up
+    /// until it moves.
+    generation: Arc<AtomicU64>,
 }
 
 fn key(pod: &Pod) -> Option<(String, String)> {
@@ -59,6 +63,15 @@ impl PodCache {
             .pods
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// A number that changes whenever the cache does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether a first full list has arrived.
@@ -96,6 +109,7 @@ impl PodCache {
             seen.insert(k.clone());
         }
         state.pods.insert(k, Arc::new(info));
+        self.changed();
     }
 
     /// Marks a pod deleted; it is forgotten after the grace period.
@@ -106,6 +120,7 @@ impl PodCache {
             && info.deleted_at.is_none()
         {
             Arc::make_mut(info).deleted_at = Some(Instant::now());
+            self.changed();
         }
     }
 
@@ -126,14 +141,19 @@ impl PodCache {
             }
         }
         state.synced = true;
+        self.changed();
     }
 
     /// Forgets pods deleted longer than `grace` ago.
     pub fn purge(&self, grace: Duration) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let before = state.pods.len();
         state
             .pods
             .retain(|_, info| info.deleted_at.is_none_or(|t| t.elapsed() < grace));
+        if state.pods.len() != before {
+            self.changed();
+        }
     }
 
     /// Applies one watcher event.

@@ -60,10 +60,10 @@ pub fn recover(unmatched: &[Checkpoint]) -> Vec<Recovered> {
     // Checkpoints by container directory (the link still points into it).
     let mut by_dir: Vec<(PathBuf, String, String, Vec<&Checkpoint>)> = Vec::new();
     for c in unmatched {
-        let Ok(target) = fs::read_link(&c.path) else {
+        let Ok(target) = fs::read_link(&*c.path) else {
             continue;
         };
-        let target = Path::new(&c.path)
+        let target = Path::new(&*c.path)
             .parent()
             .unwrap_or(Path::new("/"))
             .join(target);
@@ -76,7 +76,7 @@ pub fn recover(unmatched: &[Checkpoint]) -> Vec<Recovered> {
             .find(|(d, n, _, _)| d == dir && *n == name)
         {
             Some((_, _, _, list)) => list.push(c),
-            None => by_dir.push((dir.to_owned(), name, c.path.clone(), vec![c])),
+            None => by_dir.push((dir.to_owned(), name, c.path.to_string(), vec![c])),
         }
     }
     for (dir, live, source, checkpoints) in by_dir {
