@@ -612,10 +612,7 @@ impl Database {
                     .streams
                     .iter()
                     .filter(|s| !s.entries.is_empty())
-                    .filter_map(|s| {
-                        let labels = inner.streams.get(&s.id)?.labels.clone();
-                        Some((labels, s.entries.clone()))
-                    })
+                    .map(|s| (s.labels.clone(), s.entries.clone()))
                     .collect();
                 // Sent under the lock so tails see writes in order.
                 let _ = self.appended.send(Arc::new(Appended { streams }));
