@@ -11,8 +11,17 @@ use monitoring_rs::log_database::{Config, Database, StreamEntries, WriteBatch};
 use serde_json::{Value, json};
 
 const S: i64 = 1_000_000_000;
-/// 2026-11-20T10:00:00Z
-const T0: i64 = 1_795_168_800 * S;
+/// The store's first entry time: a day ago on the hour, so the data is
+/// always inside retention.
+static T0: std::sync::LazyLock<i64> =
+    std::sync::LazyLock::new(monitoring_rs::testkit::a_day_ago_on_the_hour);
+
+/// `T0 + seconds` as RFC 3339, as a client would type it.
+fn rfc3339(seconds: f64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + Duration::from_nanos(*T0 as u64) + Duration::from_secs_f64(seconds);
+    humantime::format_rfc3339(t).to_string()
+}
 
 struct Server {
     base: String,
@@ -23,7 +32,7 @@ struct Server {
 }
 
 fn entries(labels: Labels, lines: &[(i64, &str)]) -> StreamEntries {
-    StreamEntries::with(labels, lines.iter().map(|(t, l)| (T0 + t * S, *l)))
+    StreamEntries::with(labels, lines.iter().map(|(t, l)| (*T0 + t * S, *l)))
 }
 
 async fn server() -> Server {
@@ -121,8 +130,20 @@ impl Server {
     }
 }
 
-const ALL: (&str, &str) = ("start", "1795168800");
-const END: (&str, &str) = ("end", "1795168900");
+/// `T0 + seconds` as the epoch seconds a client sends.
+fn secs(seconds: i64) -> &'static str {
+    Box::leak((*T0 / S + seconds).to_string().into_boxed_str())
+}
+
+/// From the first entry on.
+fn all() -> (&'static str, &'static str) {
+    ("start", secs(0))
+}
+
+/// Well after the last entry.
+fn end() -> (&'static str, &'static str) {
+    ("end", secs(100))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_routes() {
@@ -170,7 +191,7 @@ async fn curl_routes() {
     let row: Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
     assert_eq!(
         row,
-        json!({"timestamp": (T0 + 6 * S).to_string(), "labels": {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}, "line": "dns ready"})
+        json!({"timestamp": (*T0 + 6 * S).to_string(), "labels": {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}, "line": "dns ready"})
     );
     assert_eq!(
         s.get("/logs/app/dns", &[("format", "text")]).await,
@@ -238,13 +259,13 @@ async fn loki_log_queries_have_lokis_shapes() {
     let got = s
         .json(
             "/loki/api/v1/query_range",
-            &[("query", r#"{app="dns"}"#), ALL, END],
+            &[("query", r#"{app="dns"}"#), all(), end()],
         )
         .await;
     assert_eq!(
         got,
         json!({"status": "success", "data": {"resultType": "streams", "result": [
-            {"stream": {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}, "values": [[(T0 + 6 * S).to_string(), "dns ready"]]}
+            {"stream": {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}, "values": [[(*T0 + 6 * S).to_string(), "dns ready"]]}
         ], "stats": {}}})
     );
     // Backward by default, newest first within a stream; limit is global.
@@ -253,8 +274,8 @@ async fn loki_log_queries_have_lokis_shapes() {
             "/loki/api/v1/query_range",
             &[
                 ("query", r#"{namespace="default"}"#),
-                ALL,
-                END,
+                all(),
+                end(),
                 ("limit", "3"),
             ],
         )
@@ -266,11 +287,11 @@ async fn loki_log_queries_have_lokis_shapes() {
         .sum();
     assert_eq!(count, 3);
     let web = result.iter().find(|s| s["stream"]["app"] == "web").unwrap();
-    assert_eq!(web["values"][0][0], (T0 + 4 * S).to_string());
+    assert_eq!(web["values"][0][0], (*T0 + 4 * S).to_string());
     // The pipeline: json parser, label filter, line_format; the native /query too.
     for path in ["/loki/api/v1/query_range", "/query"] {
         let got = s
-            .json(path, &[("query", r#"{app="web"} | json | status >= 500 | line_format "{{.level}}: {{.msg}}""#), ALL, END])
+            .json(path, &[("query", r#"{app="web"} | json | status >= 500 | line_format "{{.level}}: {{.msg}}""#), all(), end()])
             .await;
         let result = &got["data"]["result"];
         assert_eq!(result.as_array().unwrap().len(), 1, "{got}");
@@ -280,7 +301,11 @@ async fn loki_log_queries_have_lokis_shapes() {
     let got = s
         .json(
             "/loki/api/v1/query_range",
-            &[("query", r#"{app="db"} | logfmt | took > 1s"#), ALL, END],
+            &[
+                ("query", r#"{app="db"} | logfmt | took > 1s"#),
+                all(),
+                end(),
+            ],
         )
         .await;
     assert_eq!(
@@ -293,8 +318,8 @@ async fn loki_log_queries_have_lokis_shapes() {
             "/loki/api/v1/query_range",
             &[
                 ("query", r#"{app="web"}"#),
-                ("start", "2026-11-20T10:00:02Z"),
-                ("end", "1795168803.5"),
+                ("start", &rfc3339(2.0)),
+                ("end", &format!("{}.5", *T0 / S + 3)),
             ],
         )
         .await;
@@ -369,8 +394,8 @@ async fn grafana_metric_queries() {
                     "query",
                     r#"sum by (level) (count_over_time({namespace="default"} | json [10s]))"#,
                 ),
-                ("start", "1795168810"),
-                ("end", "1795168810"),
+                ("start", secs(10)),
+                ("end", secs(10)),
                 ("step", "10s"),
             ],
         )
@@ -381,7 +406,7 @@ async fn grafana_metric_queries() {
         .iter()
         .find(|s| s["metric"]["level"] == "info")
         .unwrap();
-    assert_eq!(info["values"], json!([[1795168810.0, "2"]]));
+    assert_eq!(info["values"], json!([[(*T0 / S + 10) as f64, "2"]]));
     let got = s
         .json(
             "/loki/api/v1/query",
@@ -390,13 +415,13 @@ async fn grafana_metric_queries() {
                     "query",
                     r#"topk(1, sum by (app) (count_over_time({namespace="default"}[1h])))"#,
                 ),
-                ("time", "1795168810"),
+                ("time", secs(10)),
             ],
         )
         .await;
     assert_eq!(
         got["data"]["result"],
-        json!([{"metric": {"app": "web"}, "value": [1795168810.0, "3"]}])
+        json!([{"metric": {"app": "web"}, "value": [(*T0 / S + 10) as f64, "3"]}])
     );
     let (status, body) = s
         .get(
@@ -404,7 +429,7 @@ async fn grafana_metric_queries() {
             &[
                 ("query", r#"count_over_time({app="web"}[1m])"#),
                 ("since", "30d"),
-                ("end", "1795168810"),
+                ("end", secs(10)),
                 ("step", "1s"),
             ],
         )
@@ -416,7 +441,7 @@ async fn grafana_metric_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_series_and_index() {
     let s = server().await;
-    let names = s.json("/loki/api/v1/labels", &[ALL, END]).await;
+    let names = s.json("/loki/api/v1/labels", &[all(), end()]).await;
     assert_eq!(
         names,
         json!({"status": "success", "data": ["app", "namespace", "pod_name"]})
@@ -424,7 +449,7 @@ async fn labels_series_and_index() {
     let values = s
         .json(
             "/loki/api/v1/label/app/values",
-            &[ALL, END, ("query", r#"{namespace="default"}"#)],
+            &[all(), end(), ("query", r#"{namespace="default"}"#)],
         )
         .await;
     assert_eq!(values["data"], json!(["db", "web"]));
@@ -434,8 +459,8 @@ async fn labels_series_and_index() {
             &[
                 ("match[]", r#"{app="dns"}"#),
                 ("match[]", r#"{app="db"}"#),
-                ALL,
-                END,
+                all(),
+                end(),
             ],
         )
         .await;
@@ -450,7 +475,8 @@ async fn labels_series_and_index() {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!(
             "match%5B%5D=%7Bapp%3D%22dns%22%7D&start={}&end={}",
-            ALL.1, END.1
+            all().1,
+            end().1
         ))
         .send()
         .await
@@ -463,7 +489,7 @@ async fn labels_series_and_index() {
     let stats = s
         .json(
             "/loki/api/v1/index/stats",
-            &[("query", r#"{namespace="default"}"#), ALL, END],
+            &[("query", r#"{namespace="default"}"#), all(), end()],
         )
         .await;
     assert_eq!(
@@ -474,7 +500,7 @@ async fn labels_series_and_index() {
     let volume = s
         .json(
             "/loki/api/v1/index/volume",
-            &[("query", r#"{namespace=~".+"}"#), ALL, END],
+            &[("query", r#"{namespace=~".+"}"#), all(), end()],
         )
         .await;
     assert_eq!(volume["data"]["resultType"], "vector");
@@ -489,8 +515,8 @@ async fn labels_series_and_index() {
             &[
                 ("query", r#"{namespace="default"}"#),
                 ("targetLabels", "app"),
-                ALL,
-                END,
+                all(),
+                end(),
                 ("step", "50s"),
             ],
         )
@@ -563,8 +589,9 @@ async fn follow_delivers_new_lines_within_100ms() {
 async fn loki_tail_websocket() {
     let s = server().await;
     let url = format!(
-        "{}/loki/api/v1/tail?query=%7Bapp%3D%22web%22%7D&start=1795168800",
-        s.base.replace("http", "ws")
+        "{}/loki/api/v1/tail?query=%7Bapp%3D%22web%22%7D&start={}",
+        s.base.replace("http", "ws"),
+        secs(0)
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     // Backfill first: the stored web lines, oldest first.

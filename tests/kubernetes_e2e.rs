@@ -11,7 +11,9 @@ use monitoring_rs::testkit::api_server::FakeApiServer;
 use monitoring_rs::testkit::kubelet::{Container, Node};
 use serde_json::Value;
 
-const T0: i64 = 1_795_168_800_000_000_000;
+/// The first entry's time: relative to the present, so always inside retention.
+static T0: std::sync::LazyLock<i64> =
+    std::sync::LazyLock::new(monitoring_rs::testkit::a_day_ago_on_the_hour);
 
 struct Daemon {
     child: Child,
@@ -74,8 +76,8 @@ fn query(base: &str, logql: &str) -> Vec<(Value, String)> {
         .get(url)
         .query(&[
             ("query", logql),
-            ("start", "1795168800"),
-            ("end", "1795172400"),
+            ("start", &(*T0 / 1_000_000_000).to_string()),
+            ("end", &(*T0 / 1_000_000_000 + 3600).to_string()),
             ("limit", "5000"),
             ("direction", "forward"),
         ])
@@ -180,7 +182,7 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
     );
     api.add_pod("other", "far", "uid-far", "node-2", &[("app", "far")]);
 
-    let mut w = Writer { ts: T0 };
+    let mut w = Writer { ts: *T0 };
     let mut web = node.start("default", "web-1", "uid-web", "nginx").unwrap();
     web.split_at = 50;
     let mut db = node.start("default", "db-0", "uid-db", "postgres").unwrap();

@@ -13,8 +13,6 @@ use monitoring_rs::log_database::WriteBatch;
 use monitoring_rs::testkit::kubelet::{Container, Node};
 use monitoring_rs::watcher::inotify::InotifyWatcher;
 
-const T0: i64 = 1_795_168_800_000_000_000;
-
 fn collect(node: &Node, checkpoints: &mut BTreeMap<String, Vec<u8>>) -> Vec<(i64, String)> {
     let mut config = KubernetesConfig::new(node.containers(), "node-1");
     config.pod_wait = Duration::ZERO;
@@ -46,9 +44,10 @@ fn collect(node: &Node, checkpoints: &mut BTreeMap<String, Vec<u8>>) -> Vec<(i64
 }
 
 fn write(c: &mut Container, from: usize, to: usize) -> Vec<(i64, String)> {
+    let t0 = monitoring_rs::testkit::a_day_ago_on_the_hour();
     (from..to)
         .map(|i| {
-            let ts = T0 + i as i64 * 1_000_000;
+            let ts = t0 + i as i64 * 1_000_000;
             let text = format!("line {i:03}");
             c.write("stdout", ts, text.as_bytes()).unwrap();
             (ts, text)

@@ -5,3 +5,15 @@
 pub mod api_server;
 pub mod kubelet;
 pub mod messages;
+
+/// A fixed instant for test data, relative to the present: the start of the
+/// hour a day ago, in nanoseconds since the epoch. Data stamped from it is
+/// always well inside the default 7-day retention, whenever a test runs,
+/// and falls in a single hourly partition.
+pub fn a_day_ago_on_the_hour() -> i64 {
+    const HOUR: i64 = 3_600_000_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    (now - 24 * HOUR) / HOUR * HOUR
+}
