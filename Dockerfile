@@ -11,14 +11,18 @@ RUN rustup component add rustfmt clippy
 WORKDIR /src
 # Dependencies change rarely: build them against stub sources first, so code
 # changes only rebuild the crate itself.
+# The test kit is a workspace member, so its manifest is needed to resolve
+# the workspace (the daemon does not link it).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
-    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+COPY testkit/Cargo.toml testkit/
+RUN mkdir -p src benches testkit/src/bin \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs testkit/src/lib.rs \
+    && echo 'fn main() {}' > testkit/src/bin/loadgen.rs \
     && for b in collector store api node; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin monitoring-rs \
-    && rm -rf src benches
+    && rm -rf src benches testkit/src
 COPY . .
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs testkit/src/lib.rs \
     && cargo build --release --locked --bin monitoring-rs \
     && mkdir -p /out/data \
     && cp target/release/monitoring-rs /out/

@@ -22,11 +22,11 @@ run:
 # (correctness only), then every test (each test in its own process).
 test: lint
 	BENCH_SMOKE=1 $(CARGO) bench --locked --profile dev --bench node
-	$(CARGO) nextest run --locked --no-fail-fast
+	$(CARGO) nextest run --locked --workspace --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Tails a generated ~1 GiB CRI corpus from the head and prints throughput.
 bench-collector:

@@ -7,40 +7,25 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use testkit::daemon::{Daemon, DaemonCommand};
+use testkit::now_ns;
+
 mod common;
 
 const FILES: usize = 50;
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
-fn start_daemon(root: &Path, data: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_monitoring-rs"))
-        .args([
-            "--log-collector",
-            "directory",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--root-path")
-        .arg(root)
-        .arg("--data-directory")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+fn start_daemon(root: &Path, data: &Path) -> Daemon {
+    DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+        .args(["--log-collector", "directory"])
+        .flag("--root-path", root)
+        .flag("--data-directory", data)
         .spawn()
-        .expect("monitoring-rs starts")
 }
 
 /// Appends `rate` lines/s across the files, each stamped with its write time.
@@ -113,15 +98,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (root, data) = (dir.path().join("logs"), dir.path().join("data"));
     std::fs::create_dir_all(&root).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
     let stop = Arc::new(AtomicBool::new(false));
     let writing = writer(&root, rate, stop.clone());
-    let mut daemon = start_daemon(&root, &data, port);
+    let daemon = start_daemon(&root, &data);
+    let base = daemon.base();
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -218,9 +198,7 @@ async fn main() {
         .unwrap();
     stop.store(true, Ordering::Relaxed);
     let written = writing.join().unwrap();
-    // SAFETY: a signal to our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    daemon.terminate();
 
     query_ms.sort_by(f64::total_cmp);
     follow_ms.sort_by(f64::total_cmp);

@@ -13,17 +13,17 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use monitoring_rs::log_database::query::{Matcher, Query};
 use monitoring_rs::log_database::{Config, Database, now_ns};
-use monitoring_rs::testkit::api_server::FakeApiServer;
-use monitoring_rs::testkit::kubelet::{Container, Node};
-use monitoring_rs::testkit::messages::{Rng, message};
 use serde_json::{Value, json};
+use testkit::api_server::FakeApiServer;
+use testkit::daemon::{Daemon, DaemonCommand};
+use testkit::kubelet::{Container, Node};
+use testkit::messages::{Rng, message};
 use xxhash_rust::xxh3::xxh3_64;
 
 fn smoke() -> bool {
@@ -67,58 +67,17 @@ impl Slot {
     }
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Daemon {
-    fn start(node: &Node, kubeconfig: &Path, data: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_monitoring-rs"))
-            .args([
-                "--log-collector",
-                "kubernetes",
-                "--node-name",
-                "node-1",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg("--root-path")
-            .arg(node.containers())
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--data-directory")
-            .arg(data)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("monitoring-rs starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "monitoring-rs did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap();
-    }
+/// The daemon on the stand-in node, its logs discarded (they would skew
+/// the figures).
+fn start_daemon(node: &Node, kubeconfig: &Path, data: &Path) -> Daemon {
+    DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+        .args(["--log-collector", "kubernetes", "--node-name", "node-1"])
+        .flag("--root-path", node.containers())
+        .flag("--kubeconfig", kubeconfig)
+        .flag("--data-directory", data)
+        .log("error")
+        .quiet()
+        .start()
 }
 
 /// CPU seconds, voluntary context switches, RSS and peak RSS (MiB) of `pid`.
@@ -326,7 +285,7 @@ fn quiet(report: &mut BTreeMap<&'static str, Value>) {
     let seconds = if smoke() { 5.0 } else { 60.0 };
     let mut cluster = Cluster::new();
     let mut slots: Vec<Slot> = (0..20).flat_map(|_| cluster.pod(1)).collect();
-    let daemon = Daemon::start(&cluster.node, &cluster.kubeconfig, &cluster.data);
+    let daemon = start_daemon(&cluster.node, &cluster.kubeconfig, &cluster.data);
     std::thread::sleep(Duration::from_secs(2));
     let (cpu0, ctx0, _, _) = sample(daemon.pid());
     let mut rng = Rng(7);
@@ -335,7 +294,7 @@ fn quiet(report: &mut BTreeMap<&'static str, Value>) {
     drive(&mut slots, rate, seconds, &mut rng, |_, _| {});
     let (cpu1, ctx1, rss, hwm) = sample(daemon.pid());
     std::thread::sleep(Duration::from_secs(6));
-    daemon.stop();
+    daemon.terminate();
     let stored = verify(&cluster.data, &slots).unwrap_or_else(|e| panic!("quiet node: {e}"));
     let per_minute = (cpu1 - cpu0) / seconds * 60.0;
     report.insert("quiet", json!({
@@ -353,7 +312,7 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
     };
     let mut cluster = Cluster::new();
     let mut slots: Vec<Slot> = (0..pods).flat_map(|_| cluster.pod(5)).collect();
-    let daemon = Daemon::start(&cluster.node, &cluster.kubeconfig, &cluster.data);
+    let daemon = start_daemon(&cluster.node, &cluster.kubeconfig, &cluster.data);
     let client = reqwest::blocking::Client::new();
     std::thread::sleep(Duration::from_secs(2));
 
@@ -364,7 +323,8 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
         let (url, latencies, stop) = (
             format!(
                 "{}/logs/pod_name/{}?follow=true&format=ndjson&limit=0",
-                daemon.base, slots[0].pod
+                daemon.base(),
+                slots[0].pod
             ),
             follow_latency.clone(),
             stop.clone(),
@@ -410,7 +370,7 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
         timeline.push((timeline.len() as f64 + 1.0, (cpu - last_cpu) * 100.0, rss));
         last_cpu = cpu;
         rss_samples.push(rss);
-        let status = get_json(&client, &format!("{}/status", daemon.base));
+        let status = get_json(&client, &format!("{}/status", daemon.base()));
         // Lag in seconds of input: unread bytes over what the writers wrote
         // in the last second.
         let file_bytes: u64 = slots.iter().map(|s| s.file_bytes).sum();
@@ -441,7 +401,7 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
     let clients: Vec<_> = (0..20)
         .map(|c| {
             let (base, latencies, stop, pod) = (
-                daemon.base.clone(),
+                daemon.base(),
                 query_latency.clone(),
                 stop.clone(),
                 slots[c * 5 % slots.len()].pod.clone(),
@@ -487,8 +447,8 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
         let _ = c.join();
     }
     std::thread::sleep(Duration::from_secs(8));
-    let status = get_json(&client, &format!("{}/status", daemon.base));
-    daemon.stop();
+    let status = get_json(&client, &format!("{}/status", daemon.base()));
+    daemon.terminate();
     let _ = follower.join();
     let stored = verify(&cluster.data, &slots).unwrap_or_else(|e| panic!("busy node: {e}"));
     assert_eq!(stored, written, "busy node: every line stored");
@@ -535,14 +495,14 @@ fn catch_up(report: &mut BTreeMap<&'static str, Value>) {
     }
     let file_bytes: u64 = slots.iter().map(|s| s.container.size().unwrap_or(0)).sum();
     let started = Instant::now();
-    let daemon = Daemon::start(&cluster.node, &cluster.kubeconfig, &cluster.data);
+    let daemon = start_daemon(&cluster.node, &cluster.kubeconfig, &cluster.data);
     let client = reqwest::blocking::Client::new();
     let mut peak = 0.0f64;
     let cpu = loop {
         std::thread::sleep(Duration::from_millis(100));
         let (cpu, _, _, hwm) = sample(daemon.pid());
         peak = peak.max(hwm);
-        let status = get_json(&client, &format!("{}/status", daemon.base));
+        let status = get_json(&client, &format!("{}/status", daemon.base()));
         if status["collector"]["lines_total"].as_u64() == Some(lines) {
             break cpu;
         }
@@ -552,7 +512,7 @@ fn catch_up(report: &mut BTreeMap<&'static str, Value>) {
         );
     };
     let took = started.elapsed().as_secs_f64();
-    daemon.stop();
+    daemon.terminate();
     let stored = verify(&cluster.data, &slots).unwrap_or_else(|e| panic!("catch-up: {e}"));
     assert_eq!(stored, lines);
     report.insert("catch_up", json!({

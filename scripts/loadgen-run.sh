@@ -8,7 +8,7 @@ rate=${1:-2000}
 seconds=${2:-30}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-cargo build --release --locked --bin loadgen --bin monitoring-rs >/dev/null
+cargo build --release --locked --workspace --bin loadgen --bin monitoring-rs >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 ./target/release/loadgen --pods 50 --rate "$rate" --out "$work/node" --churn-every 10s --duration "$((seconds + 5))s" 2>"$work/loadgen.log" &
 sleep 1

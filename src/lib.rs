@@ -12,5 +12,4 @@ pub mod ingest;
 pub mod log_collector;
 pub mod log_database;
 pub mod logql;
-pub mod testkit;
 pub mod watcher;

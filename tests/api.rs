@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 const S: i64 = 1_000_000_000;
 /// The store's first entry time: a day ago on the hour, so the data is
 /// always inside retention.
-static T0: std::sync::LazyLock<i64> =
-    std::sync::LazyLock::new(monitoring_rs::testkit::a_day_ago_on_the_hour);
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(testkit::a_day_ago_on_the_hour);
 
 /// `T0 + seconds` as RFC 3339, as a client would type it.
 fn rfc3339(seconds: f64) -> String {

@@ -5,18 +5,19 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use monitoring_rs::log_database::query::{MatchOp, Matcher, Query};
 use monitoring_rs::log_database::{Config, Database};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use testkit::daemon::{Daemon, DaemonCommand};
 
 const FILES: usize = 3;
 
-fn start(root: &Path, data: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+/// Starts the daemon without waiting for it: it may be killed mid start-up.
+fn start(root: &Path, data: &Path) -> Daemon {
+    DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
         .args([
             "--log-collector",
             "directory",
@@ -25,20 +26,13 @@ fn start(root: &Path, data: &Path) -> Child {
             "--rotate-wait",
             "200ms",
         ])
-        .arg("--root-path")
-        .arg(root)
-        .arg("--data-directory")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .flag("--root-path", root)
+        .flag("--data-directory", data)
         .spawn()
-        .expect("the binary starts")
 }
 
-fn terminate(mut child: Child) {
-    // SAFETY: sending a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+fn terminate(daemon: Daemon) {
+    let status = daemon.terminate();
     assert!(status.success(), "graceful shutdown failed: {status}");
 }
 
@@ -91,8 +85,7 @@ fn kill_dash_nine_loses_and_repeats_nothing() {
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
         if round % 2 == 0 || rng.random_bool(0.5) {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            child.kill();
             child = start(&root, &data);
         }
     }

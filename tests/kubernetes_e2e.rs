@@ -4,36 +4,18 @@
 //! watches, forgets history (410 Gone) and restarts. Queries by namespace,
 //! pod and pod label return exactly the lines written, labelled, in order.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use monitoring_rs::testkit::api_server::FakeApiServer;
-use monitoring_rs::testkit::kubelet::{Container, Node};
 use serde_json::Value;
+use testkit::api_server::FakeApiServer;
+use testkit::daemon::{Daemon, DaemonCommand};
+use testkit::kubelet::{Container, Node};
 
 /// The first entry's time: relative to the present, so always inside retention.
-static T0: std::sync::LazyLock<i64> =
-    std::sync::LazyLock::new(monitoring_rs::testkit::a_day_ago_on_the_hour);
-
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(testkit::a_day_ago_on_the_hour);
 
 fn start(node: &Node, kubeconfig: &std::path::Path, data: &std::path::Path) -> Daemon {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+    DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
         .args([
             "--log-collector",
             "kubernetes",
@@ -43,30 +25,13 @@ fn start(node: &Node, kubeconfig: &std::path::Path, data: &std::path::Path) -> D
             "100ms",
             "--pod-wait",
             "3s",
-        ])
-        .arg("--root-path")
-        .arg(node.containers())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--data-directory")
-        .arg(data)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
             "--rotate-wait",
             "500ms",
         ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon { child, base }
+        .flag("--root-path", node.containers())
+        .flag("--kubeconfig", kubeconfig)
+        .flag("--data-directory", data)
+        .start()
 }
 
 fn query(base: &str, logql: &str) -> Vec<(Value, String)> {
@@ -199,7 +164,7 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
         let last = (k + 1) * 50 >= long.len();
         let line = format!(
             "{} stdout {} {}\n",
-            monitoring_rs::testkit::kubelet::rfc3339(time),
+            testkit::kubelet::rfc3339(time),
             if last { "F" } else { "P" },
             String::from_utf8_lossy(piece)
         );
@@ -221,7 +186,7 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
     let data = dir.path().join("data");
     let daemon = start(&node, &kubeconfig, &data);
     let got = wait_for(
-        &daemon.base,
+        &daemon.base(),
         r#"{pod_name="web-1", stream="stdout"}"#,
         web_out.len(),
     );
@@ -248,7 +213,7 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
     );
     assert_eq!(
         wait_for(
-            &daemon.base,
+            &daemon.base(),
             r#"{pod_name="web-1", stream="stderr"}"#,
             web_err.len()
         )
@@ -279,7 +244,7 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
     }
     let daemon = start(&node, &kubeconfig, &data);
     let got = wait_for(
-        &daemon.base,
+        &daemon.base(),
         r#"{pod_name="web-1", stream="stdout"}"#,
         web_out.len(),
     );
@@ -290,13 +255,13 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
     );
 
     // By label: the relabelled pod's new lines carry the new label.
-    let by_label = wait_for(&daemon.base, r#"{app="db-v2"}"#, 1);
+    let by_label = wait_for(&daemon.base(), r#"{app="db-v2"}"#, 1);
     assert_eq!(
         by_label.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(),
         ["checkpoint complete"]
     );
     let ns = wait_for(
-        &daemon.base,
+        &daemon.base(),
         r#"{namespace="default", container_name="postgres"}"#,
         db_lines.len(),
     );
@@ -311,14 +276,14 @@ fn pods_log_rotate_relabel_and_go_away_with_nothing_lost() {
     std::thread::sleep(Duration::from_millis(300));
     node.remove_pod("default", "web-1", "uid-web").unwrap();
     let got = wait_for(
-        &daemon.base,
+        &daemon.base(),
         r#"{app_kubernetes_io_name="web", stream="stdout"}"#,
         web_out.len(),
     );
     assert_eq!(got.last().map(|(_, m)| m.as_str()), Some("shutting down"));
     assert_eq!(got.len(), web_out.len());
     assert!(
-        query(&daemon.base, r#"{namespace="other"}"#).is_empty(),
+        query(&daemon.base(), r#"{namespace="other"}"#).is_empty(),
         "another node's pod"
     );
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use monitoring_rs::log_collector::kubernetes::metadata::PodCache;
 use monitoring_rs::log_collector::kubernetes::{KubernetesCollector, KubernetesConfig};
 use monitoring_rs::log_database::WriteBatch;
-use monitoring_rs::testkit::kubelet::{Container, Node};
 use monitoring_rs::watcher::inotify::InotifyWatcher;
+use testkit::kubelet::{Container, Node};
 
 fn collect(node: &Node, checkpoints: &mut BTreeMap<String, Vec<u8>>) -> Vec<(i64, String)> {
     let mut config = KubernetesConfig::new(node.containers(), "node-1");
@@ -44,7 +44,7 @@ fn collect(node: &Node, checkpoints: &mut BTreeMap<String, Vec<u8>>) -> Vec<(i64
 }
 
 fn write(c: &mut Container, from: usize, to: usize) -> Vec<(i64, String)> {
-    let t0 = monitoring_rs::testkit::a_day_ago_on_the_hour();
+    let t0 = testkit::a_day_ago_on_the_hour();
     (from..to)
         .map(|i| {
             let ts = t0 + i as i64 * 1_000_000;

@@ -14,7 +14,7 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 }
 
 #[allow(unused_imports)]
-pub use monitoring_rs::testkit::messages::{Rng, message, message_of};
+pub use testkit::messages::{Rng, message, message_of};
 
 /// A memory figure of this process from /proc/self/status, in MiB.
 /// (getrusage's ru_maxrss would include the parent's peak across exec.)

@@ -4,7 +4,7 @@
 //! it to watch it work without a cluster:
 //!
 //! ```sh
-//! cargo run --bin loadgen -- --pods 50 --rate 2000 --out /tmp/node
+//! cargo run -p monitoring-rs-testkit --bin loadgen -- --pods 50 --rate 2000 --out /tmp/node
 //! cargo run -- --log-collector kubernetes --root-path /tmp/node/var/log/containers --kubeconfig /tmp/node/kubeconfig
 //! ```
 
@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use monitoring_rs::testkit::api_server::FakeApiServer;
-use monitoring_rs::testkit::kubelet::{Container, Node};
-use monitoring_rs::testkit::messages::{Rng, message};
+use testkit::api_server::FakeApiServer;
+use testkit::kubelet::{Container, Node};
+use testkit::messages::{Rng, message};
 
 /// A stand-in Kubernetes node writing container logs.
 #[derive(Debug, Parser)]
@@ -57,7 +57,7 @@ struct Pod {
 }
 
 fn now_ns() -> i64 {
-    monitoring_rs::log_database::now_ns()
+    testkit::now_ns()
 }
 
 fn main() -> anyhow::Result<()> {

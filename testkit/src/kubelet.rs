@@ -205,7 +205,7 @@ mod tests {
         );
         let name = c.link().file_name().unwrap().to_string_lossy().into_owned();
         assert!(
-            crate::log_collector::kubernetes::names::parse_container_link(&name).is_some(),
+            monitoring_rs::log_collector::kubernetes::names::parse_container_link(&name).is_some(),
             "{name}"
         );
         c.keep = 2;

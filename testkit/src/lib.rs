@@ -1,8 +1,10 @@
 //! Stand-ins for a cluster, for tests, demos and benchmarks: a fake API
-//! server that the real kube-rs client talks to, and a kubelet-like writer
-//! of container logs.
+//! server that the real kube-rs client talks to, a kubelet-like writer of
+//! container logs, a message generator, and a harness that runs the real
+//! daemon binary. A workspace member of its own so the daemon never links it.
 
 pub mod api_server;
+pub mod daemon;
 pub mod kubelet;
 pub mod messages;
 
@@ -12,8 +14,12 @@ pub mod messages;
 /// and falls in a single hourly partition.
 pub fn a_day_ago_on_the_hour() -> i64 {
     const HOUR: i64 = 3_600_000_000_000;
-    let now = std::time::SystemTime::now()
+    (now_ns() - 24 * HOUR) / HOUR * HOUR
+}
+
+/// The wall clock in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    (now - 24 * HOUR) / HOUR * HOUR
+        .map_or(0, |d| d.as_nanos() as i64)
 }

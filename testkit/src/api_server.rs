@@ -382,7 +382,7 @@ impl Drop for FakeApiServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log_collector::kubernetes::metadata::{PodCache, watch_pods};
+    use monitoring_rs::log_collector::kubernetes::metadata::{PodCache, watch_pods};
 
     async fn client(server: &FakeApiServer, dir: &Path) -> kube::Client {
         let path = dir.join("kubeconfig");

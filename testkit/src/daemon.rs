@@ -1,0 +1,154 @@
+//! The real `monitoring-rs` binary as a child process on a free loopback
+//! port: started, waited for, signalled and reaped in one place for every
+//! test and bench.
+
+use std::ffi::OsStr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on `ip`, as the kernel hands it out.
+pub fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// How to start a daemon: the binary, its flags, where it listens.
+pub struct DaemonCommand {
+    command: Command,
+    ip: IpAddr,
+    port: Option<u16>,
+    wait: Duration,
+}
+
+impl DaemonCommand {
+    /// The binary at `binary` (a test passes `env!("CARGO_BIN_EXE_monitoring-rs")`),
+    /// logging warnings only, its standard output discarded.
+    pub fn new(binary: impl AsRef<OsStr>) -> Self {
+        let mut command = Command::new(binary);
+        command.env("RUST_LOG", "warn").stdout(Stdio::null());
+        Self {
+            command,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: None,
+            wait: Duration::from_secs(30),
+        }
+    }
+
+    /// Adds flags.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    /// Adds one flag with its value.
+    pub fn flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.command.arg(name).arg(value);
+        self
+    }
+
+    /// Sets `RUST_LOG`.
+    pub fn log(mut self, filter: &str) -> Self {
+        self.command.env("RUST_LOG", filter);
+        self
+    }
+
+    /// Discards standard error too (benches, where logs would skew figures).
+    pub fn quiet(mut self) -> Self {
+        self.command.stderr(Stdio::null());
+        self
+    }
+
+    /// Listens on `ip` (another loopback address for a second host).
+    pub fn on(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// Listens on this port instead of a fresh one (a restart keeps its address).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Starts the daemon and returns at once: a test that kills it at any
+    /// moment, start-up included, uses this.
+    pub fn spawn(mut self) -> Daemon {
+        let address = SocketAddr::new(self.ip, self.port.unwrap_or_else(|| free_port(self.ip)));
+        let child = self
+            .command
+            .arg("--listen")
+            .arg(address.to_string())
+            .spawn()
+            .expect("monitoring-rs starts");
+        Daemon { child, address }
+    }
+
+    /// Starts the daemon and waits until its API accepts connections.
+    pub fn start(self) -> Daemon {
+        let (wait, mut daemon) = (self.wait, self.spawn());
+        let address = daemon.address;
+        let deadline = Instant::now() + wait;
+        while TcpStream::connect(address).is_err() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("monitoring-rs exited before it served its API: {status}");
+            }
+            assert!(Instant::now() < deadline, "monitoring-rs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+}
+
+/// A running daemon; killed and reaped when dropped.
+pub struct Daemon {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Daemon {
+    /// `http://ip:port`, the base of every API URL.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Where the API listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits for the exit: the graceful shutdown path.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().expect("monitoring-rs is reaped")
+    }
+
+    /// SIGKILL, then waits: a crash at an arbitrary moment.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: a signal to our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
