@@ -95,6 +95,15 @@ pub enum CollectorError {
         /// The underlying error.
         source: io::Error,
     },
+    /// One log file could not be read (the caller counts it and retries
+    /// the file on its next change).
+    #[error("cannot read the log file {path}: {source}")]
+    File {
+        /// The file, as found under the root.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// The watcher failed (for example the watch limit is exhausted).
     #[error(transparent)]
     Watcher(#[from] WatcherError),
@@ -390,7 +399,7 @@ impl DirectoryCollector {
                 // away is read as it is.
                 if file.retired_at.is_some() {
                     file.read_turn(batch, usize::MAX, self.config.max_line_bytes)
-                        .map_err(|e| CollectorError::Root {
+                        .map_err(|e| CollectorError::File {
                             path: PathBuf::from(&*file.source),
                             source: e,
                         })?;
@@ -404,7 +413,7 @@ impl DirectoryCollector {
         let start = file.read_offset;
         let turn = file
             .read_turn(batch, self.config.file_budget, self.config.max_line_bytes)
-            .map_err(|e| CollectorError::Root {
+            .map_err(|e| CollectorError::File {
                 path: PathBuf::from(&*file.source),
                 source: e,
             })?;
