@@ -8,8 +8,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod ingest;
+pub mod daemon;
 pub mod log_collector;
 pub mod log_database;
 pub mod logql;
+pub mod shutdown;
 pub mod watcher;

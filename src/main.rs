@@ -1,24 +1,19 @@
-//! The `monitoring-rs` daemon: flags and wiring. The work is in the library.
+//! The `monitoring-rs` daemon: its flags, the one conversion from flags to
+//! a [`DaemonConfig`], and [`daemon::run`]. Everything else is in the library.
 
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use monitoring_rs::api::{self, ApiConfig, AppState};
-use monitoring_rs::ingest::{self, Flusher};
-use monitoring_rs::log_collector::checkpoint::{CheckpointFile, CheckpointSet};
-use monitoring_rs::log_collector::directory::batch::Batch;
-use monitoring_rs::log_collector::directory::{DirectoryCollector, DirectoryConfig, ReadFrom};
-use monitoring_rs::log_collector::kubernetes::metadata::{PodCache, watch_pods};
-use monitoring_rs::log_collector::kubernetes::{KubernetesCollector, KubernetesConfig};
-use monitoring_rs::log_database::{Config as StoreConfig, Database};
-use monitoring_rs::watcher;
+use monitoring_rs::api::ApiConfig;
+use monitoring_rs::daemon::{self, Collector, DaemonConfig, KubernetesSettings, Output};
+use monitoring_rs::log_collector::directory::{DirectoryConfig, ReadFrom};
+use monitoring_rs::log_database::Config as StoreConfig;
+use monitoring_rs::shutdown::Shutdown;
 use tracing_subscriber::EnvFilter;
 
 /// Which collector feeds the store.
@@ -32,7 +27,7 @@ enum CollectorKind {
 
 /// Where collected lines go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Output {
+enum OutputKind {
     /// The embedded log store in --data-directory.
     Store,
     /// Print each line as a JSON object on stdout (for debugging).
@@ -62,8 +57,8 @@ struct Args {
     listen: SocketAddr,
 
     /// Where collected lines go.
-    #[arg(long, env = "OUTPUT", value_enum, ignore_case = true, default_value_t = Output::Store)]
-    output: Output,
+    #[arg(long, env = "OUTPUT", value_enum, ignore_case = true, default_value_t = OutputKind::Store)]
+    output: OutputKind,
 
     /// Entries older than this are deleted.
     #[arg(long, env = "RETENTION_PERIOD", default_value = "7d", value_parser = humantime::parse_duration)]
@@ -147,7 +142,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // The chain of causes without a backtrace: operators read this.
@@ -165,220 +166,70 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .init();
-    let args = Args::parse();
+fn run(args: Args) -> anyhow::Result<()> {
     raise_open_file_limit();
+    let config = daemon_config(args)?;
+    tracing::info!(root = %config.directory.root.display(), output = ?config.output, "Starting.");
+    let shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("cannot install the SIGTERM and SIGINT handlers")?;
+    daemon::run(config, shutdown)?;
+    Ok(())
+}
 
-    let root = match (args.log_collector, &args.root_path) {
-        (_, Some(root)) => root.clone(),
+/// The one conversion from flags to the daemon's configuration.
+fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
+    let root = match (args.log_collector, args.root_path) {
+        (_, Some(root)) => root,
         (CollectorKind::Directory, None) => {
             bail!("--root-path (ROOT_PATH) is required with --log-collector directory")
         }
         (CollectorKind::Kubernetes, None) => PathBuf::from("/var/log/containers"),
     };
-    tracing::info!(collector = ?args.log_collector, root = %root.display(), output = ?args.output, "Starting.");
-    let config = DirectoryConfig {
-        read_from: args.read_from,
-        max_line_bytes: args.max_line_bytes as usize,
-        rotate_wait: args.rotate_wait,
-        batch_wait: args.batch_wait,
-        ..DirectoryConfig::new(root)
+    let collector = match args.log_collector {
+        CollectorKind::Directory => Collector::Directory,
+        CollectorKind::Kubernetes => Collector::Kubernetes(KubernetesSettings {
+            node_name: args.node_name,
+            kubeconfig: args.kubeconfig,
+            include_labels: args.include_pod_labels,
+            exclude_labels: args.exclude_pod_labels,
+            include_annotations: args.include_pod_annotations,
+            pod_wait: args.pod_wait,
+            deleted_pod_grace: args.deleted_pod_grace,
+        }),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    match (args.output, args.log_collector) {
-        (Output::Store, _) => run_into_store(&args, config, stop),
-        (Output::Stdout, CollectorKind::Directory) => run_to_stdout(&args, config, stop),
-        (Output::Stdout, CollectorKind::Kubernetes) => {
-            bail!(
-                "--output stdout works with --log-collector directory; the Kubernetes collector writes to the store"
-            )
-        }
-    }
-}
-
-/// A Kubernetes client: from --kubeconfig if given, else the usual places
-/// (KUBECONFIG, ~/.kube/config, or the in-cluster service account).
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("--kubeconfig {} is not usable", path.display()))?
-        }
-        None => kube::Config::infer().await.context(
-            "no Kubernetes connection: not in a cluster and no kubeconfig; pass --kubeconfig",
-        )?,
+    let output = match (args.output, collector) {
+        (OutputKind::Store, collector) => Output::Store(collector),
+        (OutputKind::Stdout, Collector::Directory) => Output::Stdout,
+        (OutputKind::Stdout, Collector::Kubernetes(_)) => bail!(
+            "--output stdout works with --log-collector directory; the Kubernetes collector writes to the store"
+        ),
     };
-    kube::Client::try_from(config).context("cannot create the Kubernetes client")
-}
-
-/// Collects into the embedded store; checkpoints live in the store.
-fn run_into_store(
-    args: &Args,
-    config: DirectoryConfig,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let store_config = StoreConfig {
-        retention_period: args.retention_period,
-        retention_size: args.retention_size,
-        ..StoreConfig::default()
-    };
-    let (db, report) = Database::open(&args.data_directory, store_config)
-        .context("cannot open the log store in --data-directory")?;
-    let db = Arc::new(db);
-    tracing::info!(?report, stats = ?db.stats(), "Opened the log store.");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let mut source: Box<dyn ingest::Collect> = match args.log_collector {
-        CollectorKind::Directory => {
-            let checkpoints = CheckpointSet::from_store(&db.checkpoints());
-            let collector =
-                DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
-            Box::new(ingest::DirectorySource::new(collector))
-        }
-        CollectorKind::Kubernetes => {
-            let node = args.node_name.clone();
-            if node.is_none() {
-                tracing::warn!(
-                    "No --node-name (NODE_NAME): watching the pods of every node. In a cluster, set NODE_NAME from spec.nodeName."
-                );
-            }
-            let client = runtime.block_on(kube_client(args.kubeconfig.as_deref()))?;
-            let cache = PodCache::default();
-            runtime.spawn(watch_pods(
-                client,
-                node.clone(),
-                cache.clone(),
-                args.deleted_pod_grace,
-            ));
-            let k8s = KubernetesConfig {
-                directory: config,
-                node_name: node.unwrap_or_default(),
-                include_labels: args.include_pod_labels.clone(),
-                exclude_labels: args.exclude_pod_labels.clone(),
-                include_annotations: args.include_pod_annotations.clone(),
-                pod_wait: args.pod_wait,
-                ..KubernetesConfig::new("", "")
-            };
-            Box::new(KubernetesCollector::new(
-                k8s,
-                watcher::platform_watcher()?,
-                &db.checkpoints(),
-                cache,
-            )?)
-        }
-    };
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(args.listen))
-        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
-    tracing::info!(address = %args.listen, "Serving the HTTP API.");
-
-    // One signal stops everything: the collector loop, the server, tails.
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let shutdown_tx = Arc::new(shutdown_tx);
-    let waker = source.directory().waker();
-    let stop_all = {
-        let (stop, shutdown_tx) = (stop.clone(), shutdown_tx.clone());
-        move || {
-            stop.store(true, Ordering::Relaxed);
-            waker.wake();
-            let _ = shutdown_tx.send(true);
-        }
-    };
-    spawn_signal_thread(stop_all.clone())?;
-
-    let flusher =
-        Flusher::start(db.clone(), args.flush_interval).context("cannot start the flusher")?;
-    let status = Arc::new(std::sync::RwLock::new(ingest::Status::default()));
-    let collecting = {
-        let (db, status, stop) = (db.clone(), status.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("collector".into())
-            .spawn(move || {
-                let mut updater = ingest::StatusUpdater::new(status);
-                let result = ingest::run(&mut *source, &db, &flusher, &mut updater, &stop)
-                    .context("the collector failed");
-                // Whatever happened, make what was written durable.
-                let flushed = flusher.stop();
-                tracing::info!(collector = ?source.directory().stats(), "Collector stopped.");
-                // A failing collector takes the server down with it.
-                stop_all();
-                result.and(flushed.context("cannot flush the log store on shutdown"))
-            })
-            .context("cannot start the collector thread")?
-    };
-
-    let api_config = ApiConfig {
-        max_limit: args.max_limit,
-        max_range: args.max_query_range,
-        query_timeout: args.query_timeout,
-        ..ApiConfig::default()
-    };
-    let state = AppState {
-        config: api_config,
-        status,
-        shutdown: shutdown_rx.clone(),
-        ..AppState::new(db.clone())
-    };
-    let mut until_stopped = shutdown_rx;
-    let served = runtime.block_on(api::serve(listener, state, async move {
-        let _ = until_stopped.wait_for(|stopped| *stopped).await;
-    }));
-    let collected = collecting
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the collector thread panicked")));
-    tracing::info!(store = ?db.stats(), "Stopped.");
-    served.context("the HTTP server failed")?;
-    collected
-}
-
-/// Prints lines to stdout; checkpoints go to a file in the data directory.
-fn run_to_stdout(
-    args: &Args,
-    config: DirectoryConfig,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let checkpoint_file = CheckpointFile::in_directory(&args.data_directory)
-        .context("cannot use --data-directory")?;
-    let mut checkpoints = checkpoint_file.load()?;
-    let mut collector =
-        DirectoryCollector::new(config, watcher::platform_watcher()?, &checkpoints)?;
-    let waker = collector.waker();
-    let stopping = stop.clone();
-    spawn_signal_thread(move || {
-        stopping.store(true, Ordering::Relaxed);
-        waker.wake();
-    })?;
-
-    let mut out = BufWriter::with_capacity(256 * 1024, io::stdout().lock());
-    let mut batch = Batch::default();
-    while !stop.load(Ordering::Relaxed) {
-        collector.next_batch(&mut batch, None)?;
-        if batch.is_idle() {
-            continue;
-        }
-        match print_batch(&mut out, &batch) {
-            Ok(()) => {}
-            // The reader went away (`| head`): stop without committing.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
-            Err(e) => return Err(e).context("cannot write to stdout"),
-        }
-        checkpoints.apply(&batch.checkpoints, &batch.forgotten);
-        commit(&checkpoint_file, &checkpoints)?;
-    }
-    tracing::info!(stats = ?collector.stats(), "Stopped.");
-    Ok(())
+    Ok(DaemonConfig {
+        directory: DirectoryConfig {
+            read_from: args.read_from,
+            max_line_bytes: args.max_line_bytes as usize,
+            rotate_wait: args.rotate_wait,
+            batch_wait: args.batch_wait,
+            ..DirectoryConfig::new(root)
+        },
+        output,
+        data_directory: args.data_directory,
+        store: StoreConfig {
+            retention_period: args.retention_period,
+            retention_size: args.retention_size,
+            ..StoreConfig::default()
+        },
+        flush_interval: args.flush_interval,
+        listen: args.listen,
+        api: ApiConfig {
+            max_limit: args.max_limit,
+            max_range: args.max_query_range,
+            query_timeout: args.query_timeout,
+            ..ApiConfig::default()
+        },
+    })
 }
 
 /// Parses sizes like `10GiB`, `500MB`, `1024`.
@@ -410,46 +261,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
     number
         .checked_mul(multiplier)
         .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-fn print_batch(out: &mut impl Write, batch: &Batch) -> io::Result<()> {
-    #[derive(serde::Serialize)]
-    struct Printed<'a> {
-        path: &'a str,
-        line: std::borrow::Cow<'a, str>,
-    }
-    for line in batch.lines() {
-        serde_json::to_writer(
-            &mut *out,
-            &Printed {
-                path: line.source,
-                line: String::from_utf8_lossy(line.bytes),
-            },
-        )?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()
-}
-
-fn commit(file: &CheckpointFile, checkpoints: &CheckpointSet) -> anyhow::Result<()> {
-    file.commit(checkpoints)
-        .context("cannot save checkpoints; lines printed since the last save will be printed again after a restart")
-}
-
-fn spawn_signal_thread(on_signal: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "Shutting down.");
-                on_signal();
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
 }
 
 /// A node has many log files and each open one costs a descriptor: use the
@@ -497,7 +308,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.log_collector, CollectorKind::Directory);
-        assert_eq!(args.output, Output::Store);
+        assert_eq!(args.output, OutputKind::Store);
         assert_eq!(args.retention_size, 10 << 30);
         use clap::CommandFactory;
         let command = Args::command();

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use monitoring_rs::api::{self, AppState};
 use monitoring_rs::log_database::labels::Labels;
 use monitoring_rs::log_database::{Config, Database, StreamEntries, WriteBatch};
+use monitoring_rs::shutdown::Shutdown;
 use serde_json::{Value, json};
 
 const S: i64 = 1_000_000_000;
@@ -27,7 +28,7 @@ struct Server {
     db: Arc<Database>,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: Shutdown,
 }
 
 fn entries(labels: Labels, lines: &[(i64, &str)]) -> StreamEntries {
@@ -78,13 +79,14 @@ async fn server() -> Server {
     db.flush().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let stop = Shutdown::new();
     let state = AppState {
-        shutdown: stopped.clone(),
+        shutdown: stop.clone(),
         ..AppState::new(db.clone())
     };
+    let stopped = stop.clone();
     tokio::spawn(api::serve(listener, state, async move {
-        let _ = stopped.wait_for(|s| *s).await;
+        stopped.wait().await;
     }));
     Server {
         base,
@@ -249,7 +251,7 @@ async fn curl_routes() {
     assert_eq!(status["store"]["streams"], 4);
     assert_eq!(status["labels"]["namespace"], 2);
     assert!(status["collector"]["lag_bytes"].is_number());
-    let _ = s.stop.send(true);
+    s.stop.trigger();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +365,7 @@ async fn loki_log_queries_have_lokis_shapes() {
         status == 400 && body.contains("query parameter is required"),
         "{body}"
     );
-    let _ = s.stop.send(true);
+    s.stop.trigger();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,7 +436,7 @@ async fn grafana_metric_queries() {
         )
         .await;
     assert!(status == 400 && body.contains("increase step"), "{body}");
-    let _ = s.stop.send(true);
+    s.stop.trigger();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,7 +535,7 @@ async fn labels_series_and_index() {
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }
-    let _ = s.stop.send(true);
+    s.stop.trigger();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,7 +576,7 @@ async fn follow_delivers_new_lines_within_100ms() {
         latencies[2]
     );
     // Shutdown ends the response cleanly.
-    let _ = s.stop.send(true);
+    s.stop.trigger();
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(chunk) = body.next().await {
             chunk.unwrap();
@@ -622,5 +624,5 @@ async fn loki_tail_websocket() {
     assert_eq!(live["streams"][0]["values"][0][1], "live line");
     assert_eq!(live["streams"][0]["stream"]["app"], "web");
     socket.close(None).await.unwrap();
-    let _ = s.stop.send(true);
+    s.stop.trigger();
 }

@@ -204,11 +204,7 @@ pub(super) async fn logs(
 
 /// `GET /status`: what is being collected and stored.
 pub(super) async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let collector = state
-        .status
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let collector = state.collector.report();
     let store = state.db.stats();
     let now = now_ns();
     // Rates are refreshed as batches arrive; quiet means zero.
@@ -223,11 +219,11 @@ pub(super) async fn status(State(state): State<AppState>) -> Json<serde_json::Va
             "lines_per_second": rate(collector.lines_per_second),
             "bytes_per_second": rate(collector.bytes_per_second),
             "last_checkpoint": collector.last_checkpoint.map(rfc3339),
-            "lines_total": collector.collector.lines,
-            "bytes_total": collector.collector.bytes,
-            "lines_split": collector.collector.lines_split,
-            "files_rotated": collector.collector.files_rotated,
-            "truncations": collector.collector.truncations,
+            "lines_total": collector.counters.lines,
+            "bytes_total": collector.counters.bytes,
+            "lines_split": collector.counters.lines_split,
+            "files_rotated": collector.counters.files_rotated,
+            "truncations": collector.counters.truncations,
         },
         "store": {
             "streams": store.streams,

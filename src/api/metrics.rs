@@ -200,14 +200,10 @@ impl Metrics {
 
     /// Reads the collector's and store's figures into the metrics.
     fn refresh(&self, state: &AppState) {
-        let status = state
-            .status
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let status = state.collector.report();
         let store = state.db.stats();
         let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-        let c = &status.collector;
+        let c = &status.counters;
         for (name, value) in [
             ("lines_ingested", c.lines),
             ("bytes_ingested", c.bytes),

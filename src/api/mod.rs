@@ -23,11 +23,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::ingest::Status;
+use crate::log_collector::status::{CollectorReport, CollectorStatus};
 use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StoreError};
 use crate::logql::LogExpr;
 use crate::logql::metric::{Budget, EvalError};
+use crate::shutdown::Shutdown;
 
 /// Limits of the API.
 #[derive(Clone, Debug)]
@@ -61,11 +62,11 @@ pub struct AppState {
     /// Limits.
     pub config: ApiConfig,
     /// The collector's figures.
-    pub status: Arc<RwLock<Status>>,
+    pub collector: Arc<dyn CollectorStatus>,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// Resolves when the server shuts down (ends follows and tails).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The daemon's shutdown: ends follows and tails.
+    pub shutdown: Shutdown,
     /// Queries running at once: each decodes blocks into memory, so more
     /// than a few only adds memory and contention, not throughput.
     pub running: Arc<tokio::sync::Semaphore>,
@@ -81,9 +82,9 @@ impl AppState {
         Self {
             db,
             config: ApiConfig::default(),
-            status: Arc::default(),
+            collector: Arc::new(RwLock::new(CollectorReport::default())),
             metrics: Arc::new(metrics::Metrics::new()),
-            shutdown: tokio::sync::watch::channel(false).1,
+            shutdown: Shutdown::new(),
             running: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUERIES)),
         }
     }

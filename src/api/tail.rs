@@ -22,6 +22,7 @@ use crate::log_database::Appended;
 use crate::log_database::query::{Direction, Query};
 use crate::logql::pipeline::Pipeline;
 use crate::logql::{Expr, LogExpr, parse};
+use crate::shutdown::Shutdown;
 
 /// Filters live writes through a log query.
 struct Matcher {
@@ -60,13 +61,9 @@ enum Next {
     End,
 }
 
-async fn next(
-    live: &mut Receiver<Arc<Appended>>,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    matcher: &Matcher,
-) -> Next {
+async fn next(live: &mut Receiver<Arc<Appended>>, shutdown: &Shutdown, matcher: &Matcher) -> Next {
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_triggered() {
             return Next::End;
         }
         tokio::select! {
@@ -80,9 +77,7 @@ async fn next(
                 Err(RecvError::Lagged(n)) => return Next::Lagged(n),
                 Err(RecvError::Closed) => return Next::End,
             },
-            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() {
-                return Next::End;
-            },
+            () = shutdown.wait() => return Next::End,
         }
     }
 }
@@ -108,7 +103,7 @@ pub(super) fn follow_body(
     let shutdown = state.shutdown.clone();
     let stream = stream::unfold(
         (Some(first), live, shutdown, matcher, seen, guard, false),
-        move |(first, mut live, mut shutdown, matcher, mut seen, guard, done)| async move {
+        move |(first, mut live, shutdown, matcher, mut seen, guard, done)| async move {
             if let Some(first) = first {
                 return Some((
                     Ok::<Bytes, std::convert::Infallible>(Bytes::from(first)),
@@ -118,7 +113,7 @@ pub(super) fn follow_body(
             if done {
                 return None;
             }
-            match next(&mut live, &mut shutdown, &matcher).await {
+            match next(&mut live, &shutdown, &matcher).await {
                 Next::Rows(rows) => {
                     let chunk =
                         format.rows(rows.iter().filter(|r| seen.is_empty() || !seen.remove(*r)));
@@ -203,7 +198,7 @@ async fn run_socket(
     mut live: Receiver<Arc<Appended>>,
 ) {
     let matcher = Matcher::new(&log);
-    let mut shutdown = state.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     state.metrics.tail_started();
     let _guard = TailGuard(state.metrics.clone());
     let message = |rows: &[Row]| json!({"streams": streams_json(rows)}).to_string();
@@ -218,7 +213,7 @@ async fn run_socket(
     }
     loop {
         tokio::select! {
-            next_rows = next(&mut live, &mut shutdown, &matcher) => match next_rows {
+            next_rows = next(&mut live, &shutdown, &matcher) => match next_rows {
                 Next::Rows(rows) => {
                     let rows: Vec<Row> = rows.into_iter().filter(|r| seen.is_empty() || !seen.remove(r)).collect();
                     if !rows.is_empty() && socket.send(Message::Text(message(&rows).into())).await.is_err() {

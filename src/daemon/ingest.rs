@@ -1,51 +1,31 @@
-//! Moves collected lines into the store and keeps the store flushed.
+//! The collector thread's loop: collected lines into the store.
 //!
 //! The collector hands over a batch of lines with the checkpoints they
 //! advance; both go to the store in one write, so they become durable
-//! together. A [`Flusher`] thread makes writes durable within the flush
-//! interval, and sleeps while nothing is written.
+//! together (the store's maintenance thread flushes within the interval).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::log_collector::directory::batch::Batch;
-use crate::log_collector::directory::{CollectorError, CollectorStats, DirectoryCollector};
+use crate::log_collector::directory::{CollectorError, DirectoryCollector};
 use crate::log_collector::kubernetes::KubernetesCollector;
+use crate::log_collector::status::CollectorReport;
 use crate::log_database::labels::Labels;
-use crate::log_database::{Database, StoreError, StreamEntries, WriteBatch};
+use crate::log_database::{Database, StreamEntries, WriteBatch};
+use crate::shutdown::Shutdown;
 
-/// What the collector is doing, refreshed by its thread for `/status` and
-/// `/metrics`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Status {
-    /// The collector's counters.
-    #[serde(skip)]
-    pub collector: CollectorStats,
-    /// Files open for reading.
-    pub files_watched: u64,
-    /// Bytes written to the files but not yet read.
-    pub lag_bytes: u64,
-    /// Lines per second over the last refresh interval.
-    pub lines_per_second: f64,
-    /// Bytes per second over the last refresh interval.
-    pub bytes_per_second: f64,
-    /// When lines and checkpoints were last handed to the store (ns).
-    pub last_checkpoint: Option<i64>,
-}
-
-/// Keeps a shared [`Status`] fresh from the collector's thread, at most once
+/// Keeps a shared [`CollectorReport`] fresh from the collector's thread, at most once
 /// a second (the lag costs an `fstat` per file).
 pub struct StatusUpdater {
-    shared: Arc<std::sync::RwLock<Status>>,
+    shared: Arc<std::sync::RwLock<CollectorReport>>,
     last: Option<(Instant, u64, u64)>,
 }
 
 impl StatusUpdater {
     /// Updates `shared`.
-    pub fn new(shared: Arc<std::sync::RwLock<Status>>) -> Self {
+    pub fn new(shared: Arc<std::sync::RwLock<CollectorReport>>) -> Self {
         Self { shared, last: None }
     }
 
@@ -69,7 +49,7 @@ impl StatusUpdater {
             self.last = Some((now, stats.lines, stats.bytes));
         }
         status.files_watched = stats.files_open;
-        status.collector = stats;
+        status.counters = stats;
     }
 }
 
@@ -120,39 +100,27 @@ impl Collect for KubernetesCollector {
     }
 }
 
-/// Moves batches from `source` into `db` until `stop` is set or the
-/// collector fails; notifies `flusher` of every write and keeps `status`.
+/// Moves batches from `source` into `db` until `shutdown` or the collector
+/// fails; keeps `status`.
 pub fn run(
     source: &mut dyn Collect,
     db: &Database,
-    flusher: &Flusher,
     status: &mut StatusUpdater,
-    stop: &AtomicBool,
+    shutdown: &Shutdown,
 ) -> Result<(), CollectorError> {
     let mut write = WriteBatch::default();
-    while !stop.load(Ordering::Relaxed) {
+    while !shutdown.is_triggered() {
         source.next(&mut write)?;
         if write.streams.is_empty() && write.checkpoints.is_empty() {
             continue;
         }
-        match write_patiently(db, &write, stop) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(error) => {
-                // Only backpressure is retried; anything else is a bug in
-                // the caller's batch, which the store already rejected whole.
-                tracing::error!(%error, "The log store refused a batch.");
-                break;
-            }
+        if !write_patiently(db, &write, shutdown) {
+            break;
         }
-        flusher.notify();
         status.batch_written(source.directory());
     }
     Ok(())
 }
-
-/// How often retention is checked at most (after a flush).
-const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 /// The store write for a directory-collector batch: one stream per file,
 /// labelled `path`, timestamped `timestamp` (the read time, in ns).
@@ -182,125 +150,23 @@ pub fn directory_batch(batch: &Batch, timestamp: i64) -> WriteBatch {
 }
 
 /// Writes `batch`, waiting while the store pushes back (its disk is full and
-/// its memory for unwritten entries used up). Returns `false` if `stop` was
-/// set before the batch could be written; the collector keeps its place, so
-/// nothing is lost either way.
-pub fn write_patiently(
-    db: &Database,
-    batch: &WriteBatch,
-    stop: &AtomicBool,
-) -> Result<bool, StoreError> {
+/// its memory for unwritten entries used up). Returns `false` if shutdown
+/// began before the batch could be written; the collector keeps its place,
+/// so nothing is lost either way.
+pub fn write_patiently(db: &Database, batch: &WriteBatch, shutdown: &Shutdown) -> bool {
     let mut warned = false;
     loop {
         match db.write(batch) {
-            Ok(()) => return Ok(true),
-            Err(StoreError::Backpressure { .. }) if stop.load(Ordering::Relaxed) => {
-                return Ok(false);
-            }
-            Err(error @ StoreError::Backpressure { .. }) => {
+            Ok(()) => return true,
+            Err(_) if shutdown.is_triggered() => return false,
+            Err(error) => {
                 if !warned {
                     tracing::warn!(%error, "Waiting for the log store to accept writes again.");
                     warned = true;
                 }
-                // The store retries its flush meanwhile (see Flusher).
+                // Flushing is what frees memory; try it before each retry.
                 let _ = db.flush();
                 std::thread::sleep(Duration::from_secs(1));
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    dirty: bool,
-    stop: bool,
-}
-
-/// A thread that flushes the store within `interval` of a write.
-pub struct Flusher {
-    shared: Arc<(Mutex<State>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-    db: Arc<Database>,
-}
-
-impl Flusher {
-    /// Starts the thread.
-    pub fn start(db: Arc<Database>, interval: Duration) -> std::io::Result<Self> {
-        let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
-        let thread = {
-            let (shared, db) = (shared.clone(), db.clone());
-            std::thread::Builder::new()
-                .name("flusher".into())
-                .spawn(move || flush_loop(&shared, &db, interval))?
-        };
-        Ok(Self {
-            shared,
-            thread: Some(thread),
-            db,
-        })
-    }
-
-    /// Says something was written.
-    pub fn notify(&self) {
-        let (state, ready) = &*self.shared;
-        state.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
-        ready.notify_one();
-    }
-
-    /// Stops the thread and flushes what is left.
-    pub fn stop(mut self) -> Result<(), StoreError> {
-        {
-            let (state, ready) = &*self.shared;
-            state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
-            ready.notify_one();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.db.flush()
-    }
-}
-
-fn flush_loop(shared: &(Mutex<State>, Condvar), db: &Database, interval: Duration) {
-    let (state, ready) = shared;
-    let mut last_retention: Option<Instant> = None;
-    loop {
-        {
-            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-            // Sleep until something is written: an idle node does not wake.
-            while !s.dirty && !s.stop {
-                s = ready.wait(s).unwrap_or_else(|e| e.into_inner());
-            }
-            if s.stop {
-                return;
-            }
-            // Gather writes for one interval, then flush them together.
-            let deadline = Instant::now() + interval;
-            while !s.stop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                s = ready
-                    .wait_timeout(s, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            if s.stop {
-                return;
-            }
-            s.dirty = false;
-        }
-        if db.flush().is_err() {
-            // Entries stay in memory; try again after another interval.
-            state.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
-            continue;
-        }
-        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
-            last_retention = Some(Instant::now());
-            if let Err(error) = db.enforce_retention() {
-                tracing::warn!(%error, "Retention failed; it is retried after the next flush.");
             }
         }
     }
@@ -347,14 +213,11 @@ mod tests {
                 if batch.is_idle() {
                     break;
                 }
-                assert!(
-                    write_patiently(
-                        &db,
-                        &directory_batch(&batch, now_ns()),
-                        &AtomicBool::new(false)
-                    )
-                    .unwrap()
-                );
+                assert!(write_patiently(
+                    &db,
+                    &directory_batch(&batch, now_ns()),
+                    &Shutdown::new()
+                ));
             }
             db.flush().unwrap();
             let q = Query::new(vec![Matcher::equal("path", &path)]);
@@ -366,29 +229,5 @@ mod tests {
         use std::io::Write;
         assert_eq!(run(""), ["one", "two"]);
         assert_eq!(run("three\n"), ["one", "two", "three"]);
-    }
-
-    #[test]
-    fn the_flusher_makes_writes_durable_and_stops_cleanly() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);
-        let flusher = Flusher::start(db.clone(), Duration::from_millis(20)).unwrap();
-        let batch = WriteBatch {
-            // Now: an old timestamp would fall to retention at once.
-            streams: vec![StreamEntries::with(
-                Labels::new([("path", "x")]),
-                [(now_ns(), b"line")],
-            )],
-            checkpoints: vec![("k".into(), Some(b"v".to_vec()))],
-        };
-        db.write(&batch).unwrap();
-        flusher.notify();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while db.checkpoints().is_empty() {
-            assert!(Instant::now() < deadline, "never flushed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        flusher.stop().unwrap();
-        assert_eq!(db.stats().chunks, 1);
     }
 }

@@ -5,7 +5,9 @@
 //! - [`checkpoint`]: what a checkpoint is and the file that keeps them while
 //!   lines are only printed.
 //! - [`kubernetes`]: container log names and formats (CRI, Docker json-file).
+//! - [`status`]: what a running collector shows the API.
 
 pub mod checkpoint;
 pub mod directory;
 pub mod kubernetes;
+pub mod status;

@@ -219,13 +219,14 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
 }
 
 /// Checks the CRC and decompresses a block read from disk.
+#[cfg(test)]
 pub fn decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     decompress_into(&mut zstd::bulk::Decompressor::new()?, bytes, &mut out)?;
     Ok(out)
 }
 
-/// [`decompress`] reusing a decompression context and an output buffer,
+/// Decompresses a block read from disk (checking its CRC), reusing a decompression context and an output buffer,
 /// for scans that read many blocks.
 pub fn decompress_into(
     decompressor: &mut zstd::bulk::Decompressor<'_>,
@@ -254,6 +255,7 @@ pub fn decompress_into(
 }
 
 /// Extracts `stream`'s entries from a decompressed block.
+#[cfg(test)]
 pub fn extract(plain: &[u8], stream: StreamId) -> io::Result<Entries> {
     extract_many(plain, &[stream]).map(|mut v| v.remove(0))
 }
@@ -332,6 +334,7 @@ pub fn extract_many(plain: &[u8], wanted: &[StreamId]) -> io::Result<Vec<Entries
 }
 
 /// Checks, decompresses and extracts `stream`'s entries.
+#[cfg(test)]
 pub fn decode(bytes: &[u8], stream: StreamId) -> io::Result<Entries> {
     extract(&decompress(bytes)?, stream)
 }

@@ -212,7 +212,7 @@ impl QueryIter {
         if let Some((_, f)) = self.files.iter().find(|(k, _)| *k == (partition, segment)) {
             return Ok(f.clone());
         }
-        let path = super::segment_path(&self.partitions, partition, segment);
+        let path = super::flush::segment_path(&self.partitions, partition, segment);
         let f = Arc::new(File::open(path)?);
         self.files.push(((partition, segment), f.clone()));
         Ok(f)

@@ -1,0 +1,329 @@
+//! The daemon's lifecycle: what starts, in which order, and how it stops.
+//!
+//! [`run`] opens the store, starts its maintenance (flush + retention), the
+//! collector thread and the HTTP API, and waits for the [`Shutdown`]. On
+//! shutdown (SIGTERM, or a collector that failed) the order is fixed:
+//!
+//! 1. the collector stops between two batches (its blocking wait is woken);
+//! 2. the store's final flush commits the last lines with their checkpoints;
+//! 3. only then does the HTTP server stop, so `/ready` and queries answer
+//!    until the data is safe, and follows and tails end cleanly.
+
+pub mod ingest;
+mod kube_client;
+mod stdout;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::log_collector::checkpoint::{CheckpointError, CheckpointSet};
+use crate::log_collector::directory::{CollectorError, DirectoryCollector, DirectoryConfig};
+use crate::log_collector::kubernetes::metadata::{PodCache, watch_pods};
+use crate::log_collector::kubernetes::{KubernetesCollector, KubernetesConfig};
+use crate::log_collector::status::CollectorReport;
+use crate::log_database::{Config as StoreConfig, Database, StoreError};
+use crate::shutdown::Shutdown;
+use crate::watcher::{self, WatcherError};
+
+pub use self::kube_client::KubeClientError;
+
+/// Which collector feeds the store.
+#[derive(Clone, Debug)]
+pub enum Collector {
+    /// Every file under the root, labelled with its path.
+    Directory,
+    /// Kubernetes container logs, labelled with their pod.
+    Kubernetes(KubernetesSettings),
+}
+
+/// How the Kubernetes collector finds and labels pods.
+#[derive(Clone, Debug, Default)]
+pub struct KubernetesSettings {
+    /// This node (only its pods are watched); `None` watches every node.
+    pub node_name: Option<String>,
+    /// A kubeconfig file; `None` uses KUBECONFIG, ~/.kube/config or the
+    /// in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// Pod labels that become stream labels (all if empty).
+    pub include_labels: Vec<String>,
+    /// Pod labels that never become stream labels.
+    pub exclude_labels: Vec<String>,
+    /// Pod annotations that become stream labels.
+    pub include_annotations: Vec<String>,
+    /// How long a file whose pod is unknown waits for its metadata.
+    pub pod_wait: Duration,
+    /// How long a deleted pod's metadata is kept for its last lines.
+    pub deleted_pod_grace: Duration,
+}
+
+/// Where collected lines go.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// The embedded store, served over HTTP, fed by this collector.
+    Store(Collector),
+    /// The directory collector's lines as JSON on stdout (for debugging);
+    /// checkpoints go to a file in the data directory.
+    Stdout,
+}
+
+/// Everything the daemon needs, as the flags (or a test) give it.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The tailed directory and how files are read.
+    pub directory: DirectoryConfig,
+    /// Where lines go, and which collector feeds the store.
+    pub output: Output,
+    /// Where the store (or the checkpoint file) lives.
+    pub data_directory: PathBuf,
+    /// Retention and sizes of the store.
+    pub store: StoreConfig,
+    /// Writes become durable within this time.
+    pub flush_interval: Duration,
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Limits of the API.
+    pub api: ApiConfig,
+}
+
+/// Why the daemon could not start or stopped with an error; each message
+/// names the flag or resource an operator should look at.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The store could not be opened.
+    #[error("cannot open the log store in --data-directory: {0}")]
+    OpenStore(#[source] StoreError),
+    /// The final flush on shutdown failed.
+    #[error(
+        "cannot flush the log store on shutdown (the lines since the last flush are read again on the next start): {0}"
+    )]
+    FinalFlush(#[source] StoreError),
+    /// The collector could not start or failed.
+    #[error("the collector failed: {0}")]
+    Collector(#[from] CollectorError),
+    /// The file-system watcher could not be created.
+    #[error(transparent)]
+    Watcher(#[from] WatcherError),
+    /// Checkpoints (stdout mode) could not be read or saved.
+    #[error(
+        "{0}; with --output stdout, lines printed since the last save are printed again after a restart"
+    )]
+    Checkpoints(#[from] CheckpointError),
+    /// No Kubernetes client.
+    #[error(transparent)]
+    Kubernetes(#[from] KubeClientError),
+    /// The API address cannot be bound.
+    #[error("cannot listen on --listen {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("the HTTP server failed: {0}")]
+    Server(#[source] std::io::Error),
+    /// Printing lines failed (stdout mode).
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    /// A thread or the async runtime could not be started.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// What could not start.
+        what: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A daemon thread panicked: a bug.
+    #[error("the {0} thread panicked; this is a bug, please report it with the log above")]
+    Panicked(&'static str),
+}
+
+fn start_error(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Start { what, source }
+}
+
+/// Runs the daemon until `shutdown` is triggered (or the collector fails),
+/// then stops in the order described in the module docs.
+pub fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<(), DaemonError> {
+    match &config.output {
+        Output::Store(collector) => run_into_store(&config, collector, shutdown),
+        Output::Stdout => stdout::run(&config, shutdown),
+    }
+}
+
+fn run_into_store(
+    config: &DaemonConfig,
+    collector: &Collector,
+    shutdown: Shutdown,
+) -> Result<(), DaemonError> {
+    let (db, report) = Database::open(&config.data_directory, config.store.clone())
+        .map_err(DaemonError::OpenStore)?;
+    let db = Arc::new(db);
+    tracing::info!(?report, stats = ?db.stats(), "Opened the log store.");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(start_error("the async runtime"))?;
+    let mut source = start_collector(config, collector, &db, &runtime)?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .map_err(|source| DaemonError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    tracing::info!(address = %config.listen, "Serving the HTTP API.");
+
+    let waker = source.directory().waker();
+    shutdown.on_trigger(move || waker.wake());
+    let maintenance = db
+        .start_maintenance(config.flush_interval)
+        .map_err(start_error("the store's maintenance thread"))?;
+    let status = Arc::new(RwLock::new(CollectorReport::default()));
+    // The server stops once the collector has stopped and the store is
+    // flushed: this channel says so.
+    let (collected_tx, collected_rx) = tokio::sync::oneshot::channel::<()>();
+    let collecting = {
+        let (db, status, shutdown) = (db.clone(), status.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("collector".into())
+            .spawn(move || {
+                let mut updater = ingest::StatusUpdater::new(status);
+                let result = ingest::run(&mut *source, &db, &mut updater, &shutdown);
+                // A failing collector takes the daemon down with it.
+                shutdown.trigger();
+                tracing::info!(collector = ?source.directory().stats(), "Collector stopped.");
+                let flushed = maintenance.stop();
+                let _ = collected_tx.send(());
+                result?;
+                flushed.map_err(DaemonError::FinalFlush)
+            })
+            .map_err(start_error("the collector thread"))?
+    };
+
+    let state = AppState {
+        config: config.api.clone(),
+        collector: status,
+        shutdown: shutdown.clone(),
+        ..AppState::new(db.clone())
+    };
+    let served = runtime.block_on(api::serve(listener, state, async move {
+        let _ = collected_rx.await;
+    }));
+    // Should the server fail first, the collector still stops cleanly.
+    shutdown.trigger();
+    let collected = collecting
+        .join()
+        .unwrap_or(Err(DaemonError::Panicked("collector")));
+    tracing::info!(store = ?db.stats(), "Stopped.");
+    served.map_err(DaemonError::Server)?;
+    collected
+}
+
+/// The chosen collector, resuming from the store's checkpoints.
+fn start_collector(
+    config: &DaemonConfig,
+    collector: &Collector,
+    db: &Database,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Box<dyn ingest::Collect>, DaemonError> {
+    let directory = config.directory.clone();
+    Ok(match collector {
+        Collector::Directory => {
+            let checkpoints = CheckpointSet::from_store(&db.checkpoints());
+            let collector =
+                DirectoryCollector::new(directory, watcher::platform_watcher()?, &checkpoints)?;
+            Box::new(ingest::DirectorySource::new(collector))
+        }
+        Collector::Kubernetes(k) => {
+            if k.node_name.is_none() {
+                tracing::warn!(
+                    "No --node-name (NODE_NAME): watching the pods of every node. In a cluster, set NODE_NAME from spec.nodeName."
+                );
+            }
+            let client = runtime.block_on(kube_client::client(k.kubeconfig.as_deref()))?;
+            let cache = PodCache::default();
+            runtime.spawn(watch_pods(
+                client,
+                k.node_name.clone(),
+                cache.clone(),
+                k.deleted_pod_grace,
+            ));
+            let k8s = KubernetesConfig {
+                directory,
+                node_name: k.node_name.clone().unwrap_or_default(),
+                include_labels: k.include_labels.clone(),
+                exclude_labels: k.exclude_labels.clone(),
+                include_annotations: k.include_annotations.clone(),
+                pod_wait: k.pod_wait,
+                ..KubernetesConfig::new("", "")
+            };
+            Box::new(KubernetesCollector::new(
+                k8s,
+                watcher::platform_watcher()?,
+                &db.checkpoints(),
+                cache,
+            )?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    fn get(address: SocketAddr, path: &str) -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(address).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    }
+
+    /// With an hour's flush interval only the shutdown's final flush can
+    /// make the lines durable: after `run` returns, a reopened store holds
+    /// them and the checkpoint that covers them.
+    #[test]
+    fn shutdown_stops_collecting_flushes_then_stops_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, data) = (dir.path().join("logs"), dir.path().join("data"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a.log"), "one\ntwo\n").unwrap();
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let listen = SocketAddr::new(ip, testkit::daemon::free_port(ip));
+        let config = DaemonConfig {
+            directory: DirectoryConfig::new(&root),
+            output: Output::Store(Collector::Directory),
+            data_directory: data.clone(),
+            store: StoreConfig::default(),
+            flush_interval: Duration::from_secs(3600),
+            listen,
+            api: ApiConfig::default(),
+        };
+        let shutdown = Shutdown::new();
+        let running = std::thread::spawn({
+            let shutdown = shutdown.clone();
+            move || run(config, shutdown)
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !get(listen, "/status").is_some_and(|s| s.contains("\"lines_total\":2")) {
+            assert!(Instant::now() < deadline, "the daemon never read the file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        shutdown.trigger();
+        running.join().unwrap().unwrap();
+        assert!(get(listen, "/ready").is_none(), "the server has stopped");
+        let (db, _) = Database::open(&data, StoreConfig::default()).unwrap();
+        assert_eq!(db.stats().entries, 2);
+        assert_eq!(db.checkpoints().len(), 1);
+    }
+}

@@ -1,0 +1,139 @@
+//! What the index answers without reading a block: label names and values,
+//! series, and index statistics, for a selector and a time range.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::labels::Labels;
+use super::query::{Matcher, validate_selector};
+use super::{Database, StoreError};
+
+/// What `index/stats` reports for a selector and range.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct IndexStats {
+    /// Streams with entries in the range.
+    pub streams: u64,
+    /// Blocks overlapping the range.
+    pub chunks: u64,
+    /// Entries in those blocks and in memory.
+    pub entries: u64,
+    /// Their line bytes.
+    pub bytes: u64,
+}
+
+impl Database {
+    /// Streams, blocks, entries and bytes for `selector` in `[start, end)`,
+    /// from the index alone (blocks count whole, as in Loki).
+    pub fn index_stats(
+        &self,
+        selector: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<IndexStats, StoreError> {
+        validate_selector(selector)?;
+        let inner = self.read_inner();
+        let mut stats = IndexStats::default();
+        let mut physical = BTreeSet::new();
+        for id in inner.index.select(selector) {
+            let stream = &inner.index.streams[&id];
+            if !stream.overlaps(start, end) {
+                continue;
+            }
+            stats.streams += 1;
+            for b in stream
+                .blocks
+                .iter()
+                .filter(|b| b.max_ts >= start && b.min_ts < end)
+            {
+                physical.insert((b.partition, b.segment, b.offset));
+                stats.entries += u64::from(b.count);
+                stats.bytes += u64::from(b.raw);
+            }
+            for e in [Some(&stream.head), stream.flushing.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                for i in 0..e.len() {
+                    if e.timestamps[i] >= start && e.timestamps[i] < end {
+                        stats.entries += 1;
+                        stats.bytes += e.line(i).len() as u64;
+                    }
+                }
+            }
+        }
+        stats.chunks = physical.len() as u64;
+        Ok(stats)
+    }
+
+    /// For every label name, how many values it has.
+    pub fn label_cardinality(&self) -> BTreeMap<String, usize> {
+        self.read_inner()
+            .index
+            .postings
+            .iter()
+            .map(|(name, values)| (name.clone(), values.len()))
+            .collect()
+    }
+
+    /// Label names of streams with entries in `[start, end)`.
+    pub fn label_names(&self, start: i64, end: i64) -> Vec<String> {
+        let inner = self.read_inner();
+        let mut names = BTreeSet::new();
+        for stream in inner.index.streams.values() {
+            if stream.overlaps(start, end) {
+                names.extend(stream.labels.iter().map(|(n, _)| n.to_owned()));
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    /// Values of label `name`, optionally only of streams matching
+    /// `selector`, with entries in `[start, end)`.
+    pub fn label_values(
+        &self,
+        name: &str,
+        selector: Option<&[Matcher]>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if let Some(selector) = selector {
+            validate_selector(selector)?;
+        }
+        let inner = self.read_inner();
+        let mut values = BTreeSet::new();
+        let ids = match selector {
+            Some(selector) => inner.index.select(selector),
+            None => inner.index.streams.keys().copied().collect(),
+        };
+        for id in ids {
+            let stream = &inner.index.streams[&id];
+            if let Some(v) = stream.labels.get(name)
+                && stream.overlaps(start, end)
+            {
+                values.insert(v.to_owned());
+            }
+        }
+        Ok(values.into_iter().collect())
+    }
+
+    /// Label sets of streams matching `selector` with entries in `[start, end)`.
+    pub fn series(
+        &self,
+        selector: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Arc<Labels>>, StoreError> {
+        validate_selector(selector)?;
+        let inner = self.read_inner();
+        let mut out: Vec<Arc<Labels>> = inner
+            .index
+            .select(selector)
+            .into_iter()
+            .map(|id| &inner.index.streams[&id])
+            .filter(|s| s.overlaps(start, end))
+            .map(|s| s.labels.clone())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}

@@ -1,0 +1,191 @@
+//! The store's own upkeep on a thread of its own: every write is made
+//! durable within the flush interval, and retention runs at most once a
+//! minute after a flush. An idle store does not wake.
+//!
+//! [`Database::start_maintenance`] returns a [`MaintenanceGuard`]; the
+//! thread lives as long as the guard, and stopping it (explicitly, or by
+//! dropping the guard) flushes what is left, so a store never stops with
+//! written entries only in memory.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{Database, StoreError};
+
+/// How often retention is checked at most (after a flush).
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct State {
+    dirty: bool,
+    stop: bool,
+}
+
+/// Wakes the maintenance thread when something was written.
+#[derive(Default)]
+pub(super) struct Signal {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl Signal {
+    /// Says entries or checkpoints were written.
+    pub(super) fn written(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+        self.ready.notify_one();
+    }
+
+    fn stop(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        self.ready.notify_one();
+    }
+}
+
+/// Keeps the maintenance thread running; stops it, with a final flush,
+/// when stopped or dropped.
+pub struct MaintenanceGuard {
+    db: Arc<Database>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Database {
+    /// Starts the flush-and-retention thread: writes become durable within
+    /// `interval`. One per store; a second call stops nothing and starts a
+    /// second thread that shares the work.
+    pub fn start_maintenance(
+        self: &Arc<Self>,
+        interval: Duration,
+    ) -> std::io::Result<MaintenanceGuard> {
+        let db = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-maintenance".into())
+            .spawn(move || maintain(&db, interval))?;
+        Ok(MaintenanceGuard {
+            db: self.clone(),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl MaintenanceGuard {
+    /// Stops the thread and flushes what is left; the error is the final
+    /// flush's (entries then stay in the tailed files, re-read next start).
+    pub fn stop(mut self) -> Result<(), StoreError> {
+        self.halt();
+        self.db.flush()
+    }
+
+    fn halt(&mut self) {
+        self.db.maintenance.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for MaintenanceGuard {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.halt();
+            if let Err(error) = self.db.flush() {
+                tracing::warn!(%error, "The final flush of the log store failed; the lines since the last flush are read again on the next start.");
+            }
+        }
+    }
+}
+
+fn maintain(db: &Database, interval: Duration) {
+    let Signal { state, ready } = &db.maintenance;
+    let mut last_retention: Option<Instant> = None;
+    loop {
+        {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            // Sleep until something is written: an idle node does not wake.
+            while !s.dirty && !s.stop {
+                s = ready.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            if s.stop {
+                return;
+            }
+            // Gather writes for one interval, then flush them together.
+            let deadline = Instant::now() + interval;
+            while !s.stop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                s = ready
+                    .wait_timeout(s, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if s.stop {
+                return;
+            }
+            s.dirty = false;
+        }
+        if db.flush().is_err() {
+            // Entries stay in memory; try again after another interval.
+            state.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+            continue;
+        }
+        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            last_retention = Some(Instant::now());
+            if let Err(error) = db.enforce_retention() {
+                tracing::warn!(%error, "Retention failed; it is retried after the next flush.");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_database::labels::Labels;
+    use crate::log_database::{Config, StreamEntries, WriteBatch, now_ns};
+
+    #[test]
+    fn maintenance_makes_writes_durable_and_its_guard_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);
+        let guard = db.start_maintenance(Duration::from_millis(20)).unwrap();
+        let batch = WriteBatch {
+            // Now: an old timestamp would fall to retention at once.
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", "x")]),
+                [(now_ns(), b"line")],
+            )],
+            checkpoints: vec![("k".into(), Some(b"v".to_vec()))],
+        };
+        db.write(&batch).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while db.checkpoints().is_empty() {
+            assert!(Instant::now() < deadline, "never flushed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        guard.stop().unwrap();
+        assert_eq!(db.stats().chunks, 1);
+    }
+
+    #[test]
+    fn dropping_the_guard_flushes_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);
+        let guard = db.start_maintenance(Duration::from_secs(3600)).unwrap();
+        db.write(&WriteBatch {
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", "x")]),
+                [(now_ns(), b"line")],
+            )],
+            checkpoints: vec![("k".into(), Some(b"v".to_vec()))],
+        })
+        .unwrap();
+        assert!(
+            db.checkpoints().is_empty(),
+            "an hour's interval has not passed"
+        );
+        drop(guard);
+        assert_eq!(db.checkpoints().len(), 1);
+    }
+}
