@@ -1,26 +1,30 @@
 //! The Kubernetes collector: the directory collector over
-//! `/var/log/containers`, plus what makes its lines container log entries —
-//! who wrote them (file name, pod cache), their runtime format, joined
-//! partial lines, and the entry's own timestamp.
+//! `/var/log/containers`, then the stages that make its lines container log
+//! entries, in order: [`decode`](super::decode) (CRI or Docker json-file),
+//! [`join`](super::join) (split lines), [`wait`](super::wait) (for the pod's
+//! metadata), [`label`](super::label) and [`group`](super::group) (into the
+//! store's write). [`sources`](super::sources) is what it knows per path.
 //!
 //! Its output is the store's write: entries grouped by label set, and
 //! checkpoints that carry the pieces of a split line still waiting for their
 //! end, so a restart loses and repeats nothing even mid-line.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{Format, Joined, Joiner, Pending, Stream};
-use super::metadata::{PodCache, PodInfo};
-use super::names::{FileIdentity, identify};
+use super::decode::{Format, Stream};
+use super::group::Grouper;
+use super::join::{Joined, Joiner, Pending};
+use super::label::LabelRules;
+use super::metadata::PodCache;
+use super::sources::{SourceId, Sources};
+use super::wait::{Waiting, must_wait};
 use crate::log_collector::checkpoint::{Checkpoint, CheckpointKey, CheckpointSet};
 use crate::log_collector::directory::batch::{Batch, FileId};
 use crate::log_collector::directory::{CollectorError, DirectoryCollector, DirectoryConfig};
-use crate::log_database::labels::{Labels, StreamId, sanitize_name};
 use crate::log_database::{StreamEntries, WriteBatch, now_ns};
 use crate::watcher::{Wake, Watcher};
 
@@ -80,33 +84,17 @@ struct KubeCheckpoint {
     pending: Vec<(Stream, Pending)>,
 }
 
-struct Source {
-    identity: Option<FileIdentity>,
-    first_seen: Instant,
-    /// Its pod as last looked up, and the cache generation then.
-    pod: Option<(u64, Option<Arc<PodInfo>>)>,
-    /// Label sets by stream, with the pod version they were built from,
-    /// as empty store streams to clone (which shares the label set).
-    labels: HashMap<Stream, (String, StreamEntries)>,
-}
-
-/// Entries and checkpoints of a file waiting for its pod's metadata.
-#[derive(Default)]
-struct Held {
-    entries: Vec<Joined<'static>>,
-    checkpoints: BTreeMap<CheckpointKey, Checkpoint>,
-}
-
 /// Tails container logs and produces labelled store writes.
 pub struct KubernetesCollector {
     directory: DirectoryCollector,
     batch: Batch,
     config: KubernetesConfig,
+    rules: LabelRules,
     cache: PodCache,
-    sources: HashMap<Arc<str>, Source>,
+    sources: Sources,
     formats: HashMap<FileId, Format>,
     joiner: Joiner,
-    held: HashMap<Arc<str>, Held>,
+    waiting: Waiting,
     /// Checkpoints written with pending pieces, per source: rewritten when
     /// the pieces are handed on.
     with_pending: HashMap<String, BTreeMap<CheckpointKey, Checkpoint>>,
@@ -134,15 +122,22 @@ impl KubernetesCollector {
         let checkpoints = CheckpointSet::from_store(stored);
         let directory = DirectoryCollector::new(config.directory.clone(), watcher, &checkpoints)?;
         let recovered = super::rotated::recover(&directory.unmatched_checkpoints());
+        let rules = LabelRules {
+            node_name: config.node_name.clone(),
+            include_labels: config.include_labels.clone(),
+            exclude_labels: config.exclude_labels.clone(),
+            include_annotations: config.include_annotations.clone(),
+        };
         Ok(Self {
             directory,
             batch: Batch::default(),
             config,
+            rules,
             cache,
-            sources: HashMap::new(),
+            sources: Sources::default(),
             formats: HashMap::new(),
             joiner,
-            held: HashMap::new(),
+            waiting: Waiting::default(),
             with_pending: HashMap::new(),
             recovered,
             stats: KubernetesStats::default(),
@@ -156,7 +151,10 @@ impl KubernetesCollector {
 
     /// This layer's counters.
     pub fn stats(&self) -> KubernetesStats {
-        self.stats.clone()
+        KubernetesStats {
+            unrecognised_files: self.sources.unrecognised,
+            ..self.stats.clone()
+        }
     }
 
     /// A handle that makes a blocked `next_batch` return.
@@ -164,104 +162,23 @@ impl KubernetesCollector {
         self.directory.waker()
     }
 
-    fn source(&mut self, path: &Arc<str>) -> &mut Source {
-        if !self.sources.contains_key(path) {
-            let identity = identify(Path::new(&**path));
-            if identity.is_none() {
-                self.stats.unrecognised_files += 1;
-                tracing::warn!(path = %path, "Not a container log (no <pod>_<namespace>_<container>-<id>.log name, no /var/log/pods target); skipping it.");
-            }
-            self.sources.insert(
-                path.clone(),
-                Source {
-                    identity,
-                    first_seen: Instant::now(),
-                    labels: HashMap::new(),
-                    pod: None,
-                },
-            );
-        }
-        self.sources.get_mut(path).expect("just inserted")
+    /// Whether entries of `id` must wait for their pod's metadata.
+    fn must_wait(&mut self, id: SourceId) -> bool {
+        let pod_known = self.sources.pod(id, &self.cache).is_some();
+        must_wait(self.sources.get(id), pod_known, self.config.pod_wait)
     }
 
-    /// `path`'s pod, if the cache knows it; looked up again only after the
-    /// cache changed (most batches touch every source).
-    fn pod(&mut self, path: &Arc<str>) -> Option<Arc<PodInfo>> {
-        let generation = self.cache.generation();
-        let cache = self.cache.clone();
-        let source = self.source(path);
-        match &source.pod {
-            Some((g, pod)) if *g == generation => pod.clone(),
-            _ => {
-                let identity = source.identity.as_ref()?;
-                let pod = cache.get(&identity.namespace, &identity.pod);
-                source.pod = Some((generation, pod.clone()));
-                pod
-            }
-        }
-    }
-
-    /// Whether entries of `path` must wait for their pod's metadata.
-    fn waiting(&mut self, path: &Arc<str>) -> bool {
-        let wait = self.config.pod_wait;
-        let pod = self.pod(path);
-        let source = self.source(path);
-        source.identity.is_some() && pod.is_none() && source.first_seen.elapsed() < wait
-    }
-
-    /// An empty store stream for `path`'s `stream`, labelled; built once
-    /// per pod version, then shared.
-    fn labels(&mut self, path: &Arc<str>, stream: Stream) -> Option<StreamEntries> {
-        let pod = self.pod(path);
-        let config = &self.config;
-        let source = self.sources.get_mut(path).expect("pod() added it");
+    /// An empty store stream for `id`'s `stream`, labelled (`None` for a
+    /// file that is not a container log).
+    fn labels(&mut self, id: SourceId, stream: Stream) -> Option<StreamEntries> {
+        let pod = self.sources.pod(id, &self.cache);
+        let source = self.sources.get_mut(id);
         let identity = source.identity.as_ref()?;
-        let version = pod.as_ref().map_or("", |p| p.version.as_str());
-        if let Some((v, labels)) = source.labels.get(&stream)
-            && v == version
-        {
-            return Some(labels.clone());
-        }
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        if let Some(pod) = &pod {
-            for (name, value) in &pod.labels {
-                let name = sanitize_name(name);
-                let included = config.include_labels.is_empty()
-                    || config
-                        .include_labels
-                        .iter()
-                        .any(|l| sanitize_name(l) == name);
-                let excluded = config
-                    .exclude_labels
-                    .iter()
-                    .any(|l| sanitize_name(l) == name);
-                if included && !excluded {
-                    pairs.push((name, value.clone()));
-                }
-            }
-        }
-        if let Some(pod) = &pod {
-            for name in &config.include_annotations {
-                if let Some(value) = pod.annotations.get(name) {
-                    pairs.push((sanitize_name(name), value.clone()));
-                }
-            }
-        }
-        // The built-in labels win over pod labels of the same name.
-        pairs.push(("namespace".into(), identity.namespace.clone()));
-        pairs.push(("pod_name".into(), identity.pod.clone()));
-        pairs.push(("container_name".into(), identity.container.clone()));
-        pairs.push((
-            "container_id".into(),
-            identity.container_id.clone().unwrap_or_default(),
-        ));
-        pairs.push(("node_name".into(), config.node_name.clone()));
-        pairs.push(("stream".into(), stream.as_str().into()));
-        let labels = StreamEntries::new(Labels::new(pairs));
-        source
-            .labels
-            .insert(stream, (version.to_owned(), labels.clone()));
-        Some(labels)
+        Some(
+            source
+                .labels
+                .stream(identity, pod.as_deref(), stream, &self.rules),
+        )
     }
 
     /// Fills `out` (cleared first) with the next labelled entries and
@@ -275,11 +192,8 @@ impl KubernetesCollector {
         out.checkpoints.clear();
         // Wake up for held files and unfinished lines in time.
         let soonest = [
-            self.held
-                .keys()
-                .filter_map(|p| self.sources.get(p))
-                .map(|s| s.first_seen + self.config.pod_wait)
-                .min(),
+            self.waiting
+                .deadline(|id| self.sources.get(id).first_seen, self.config.pod_wait),
             self.joiner
                 .oldest()
                 .map(|t| t + self.config.partial_timeout),
@@ -308,29 +222,29 @@ impl KubernetesCollector {
         result
     }
 
-    /// Decodes one line of `source` and feeds the joiner.
+    /// Stages 1 and 2 for one line of `id`: decode, then join. A line in
+    /// neither format is kept as it is, timestamped when read.
     fn decode<'a>(
         &mut self,
-        source: &Arc<str>,
+        id: SourceId,
         format: Format,
         bytes: &'a [u8],
         read_at: i64,
-        entries: &mut Vec<(Arc<str>, Joined<'a>)>,
+        entries: &mut Vec<(SourceId, Joined<'a>)>,
     ) {
         match format.parse(bytes) {
             Ok(record) => {
-                if let Some(joined) = self.joiner.push(source, record) {
+                if let Some(joined) = self.joiner.push(&self.sources.get(id).path, record) {
                     if joined.truncated {
                         self.stats.truncated_lines += 1;
                     }
-                    entries.push((source.clone(), joined));
+                    entries.push((id, joined));
                 }
             }
             Err(_) => {
-                // Kept as it is, timestamped now, never dropped.
                 self.stats.malformed_lines += 1;
                 entries.push((
-                    source.clone(),
+                    id,
                     Joined {
                         timestamp: read_at,
                         stream: Stream::Stdout,
@@ -347,11 +261,11 @@ impl KubernetesCollector {
         // Lines borrow from the batch (and from the recovered bytes) until
         // they are copied into the store's write.
         let recovered = std::mem::take(&mut self.recovered);
-        let mut entries: Vec<(Arc<str>, Joined)> = Vec::new();
+        let mut entries: Vec<(SourceId, Joined)> = Vec::new();
         let mut finished: Vec<CheckpointKey> = batch.forgotten.clone();
         for recovered in &recovered {
-            let source: Arc<str> = Arc::from(recovered.source.as_str());
-            if self.source(&source).identity.is_none() {
+            let id = self.sources.id(&Arc::from(recovered.source.as_str()));
+            if self.sources.get(id).identity.is_none() {
                 continue;
             }
             let mut format = None;
@@ -361,127 +275,93 @@ impl KubernetesCollector {
                 .filter(|l| !l.is_empty())
             {
                 let f = *format.get_or_insert_with(|| Format::detect(line));
-                self.decode(&source, f, line, read_at, &mut entries);
+                self.decode(id, f, line, read_at, &mut entries);
             }
             finished.extend(recovered.finishes.iter().copied());
         }
         // Lines of a file come together: look the file up once per run.
-        let mut last: Option<(FileId, bool, Format)> = None;
+        let mut last: Option<(FileId, SourceId, bool, Format)> = None;
         for line in batch.lines() {
-            let (known, format) = match last {
-                Some((file, known, format)) if file == line.file => (known, format),
+            let (id, known, format) = match last {
+                Some((file, id, known, format)) if file == line.file => (id, known, format),
                 _ => {
-                    let known = self.source(line.source).identity.is_some();
+                    let id = self.sources.id(line.source);
+                    let known = self.sources.get(id).identity.is_some();
                     let format = *self
                         .formats
                         .entry(line.file)
                         .or_insert_with(|| Format::detect(line.bytes));
-                    last = Some((line.file, known, format));
-                    (known, format)
+                    last = Some((line.file, id, known, format));
+                    (id, known, format)
                 }
             };
             if known {
-                self.decode(line.source, format, line.bytes, read_at, &mut entries);
+                self.decode(id, format, line.bytes, read_at, &mut entries);
             }
         }
         for (source, joined) in self.joiner.expired(self.config.partial_timeout) {
-            if let Some((path, _)) = self.sources.get_key_value(source.as_str()) {
-                entries.push((path.clone(), joined));
+            if let Some(id) = self.sources.find(&source) {
+                entries.push((id, joined));
             }
         }
-        // Entries of files whose pod is not known yet wait, with their
-        // checkpoints; the rest go out now.
-        let mut ready: Vec<(Arc<str>, Joined)> = Vec::with_capacity(entries.len());
-        // Decided once per source per batch, not per line.
-        let mut waits: HashMap<*const u8, bool> = HashMap::new();
-        for (source, joined) in entries {
-            let key = source.as_ptr();
-            let wait = match waits.get(&key) {
+        // Stage 3: entries of files whose pod is not known yet wait, with
+        // their checkpoints; the rest go out now. Decided once per source
+        // per batch, not per line.
+        let mut ready: Vec<(SourceId, Joined)> = Vec::with_capacity(entries.len());
+        let mut waits: HashMap<SourceId, bool> = HashMap::new();
+        for (id, joined) in entries {
+            let wait = match waits.get(&id) {
                 Some(w) => *w,
                 None => {
-                    let w = self.held.contains_key(&source) || self.waiting(&source);
-                    waits.insert(key, w);
+                    let w = self.waiting.is_holding(id) || self.must_wait(id);
+                    waits.insert(id, w);
                     w
                 }
             };
             if wait {
-                self.held
-                    .entry(source)
-                    .or_default()
-                    .entries
-                    .push(joined.into_owned());
+                self.waiting.hold(id, joined);
             } else {
-                ready.push((source, joined));
+                ready.push((id, joined));
             }
         }
         let mut checkpoints: Vec<Checkpoint> = Vec::new();
         for c in &batch.checkpoints {
-            let path = c.path.clone();
-            match self.held.get_mut(&path) {
-                Some(held) => {
-                    held.checkpoints.insert(c.key, c.clone());
-                }
-                None => checkpoints.push(c.clone()),
-            }
+            let id = self.sources.find(&c.path);
+            checkpoints.extend(self.waiting.hold_checkpoint(id, c.clone()));
         }
         // Release what waited long enough or whose pod arrived, and what a
         // finished file left behind.
-        let forgotten_paths: Vec<Arc<str>> = batch
+        let mut releasable: Vec<SourceId> = batch
             .forgotten
             .iter()
-            .filter_map(|k| {
-                self.held
-                    .iter()
-                    .find(|(_, h)| h.checkpoints.contains_key(k))
-                    .map(|(p, _)| p.clone())
-            })
+            .filter_map(|k| self.waiting.holder_of(k))
             .collect();
-        let releasable: Vec<Arc<str>> = self
-            .held
-            .keys()
-            .filter(|p| forgotten_paths.contains(p))
-            .cloned()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .chain(
-                self.held
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .filter(|p| !self.waiting(p)),
-            )
-            .collect();
-        for path in releasable {
-            if let Some(held) = self.held.remove(&path) {
-                if self.sources[&path].identity.is_some() && self.pod(&path).is_none() {
+        for id in self.waiting.sources() {
+            if !self.must_wait(id) {
+                releasable.push(id);
+            }
+        }
+        for id in releasable {
+            if let Some(held) = self.waiting.release(id) {
+                if self.sources.get(id).identity.is_some()
+                    && self.sources.pod(id, &self.cache).is_none()
+                {
                     self.stats.unlabelled_lines += held.entries.len() as u64;
                 }
-                ready.extend(held.entries.into_iter().map(|j| (path.clone(), j)));
+                ready.extend(held.entries.into_iter().map(|j| (id, j)));
                 checkpoints.extend(held.checkpoints.into_values());
             }
         }
-        // Group by stream; label sets are built once per source and stream
-        // and shared after that.
-        let mut groups: HashMap<StreamId, usize> = HashMap::new();
-        let mut slots: HashMap<(*const u8, Stream), Option<usize>> = HashMap::new();
-        for (source, joined) in &ready {
-            let slot = match slots.get(&(source.as_ptr(), joined.stream)) {
-                Some(slot) => *slot,
-                None => {
-                    let slot = self.labels(source, joined.stream).map(|stream| {
-                        *groups.entry(stream.id()).or_insert_with(|| {
-                            out.streams.push(stream);
-                            out.streams.len() - 1
-                        })
-                    });
-                    slots.insert((source.as_ptr(), joined.stream), slot);
-                    slot
-                }
-            };
-            if let Some(i) = slot {
-                out.streams[i].push(joined.timestamp, &joined.message);
-            }
+        // Stages 4 and 5: label and group.
+        let mut grouper = Grouper::new(out);
+        for (id, joined) in &ready {
+            grouper.push(
+                *id,
+                joined.stream,
+                joined.timestamp,
+                &joined.message,
+                || self.labels(*id, joined.stream),
+            );
         }
         drop(ready);
         self.write_checkpoints(checkpoints, &finished, out);
