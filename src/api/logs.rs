@@ -3,17 +3,18 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::loki::{direction, params};
+use super::loki::direction;
+use super::params::QueryParams;
 use super::{ApiError, AppState, Row, run_log_query, tail};
 use crate::log_database::labels::{Labels, sanitize_name};
-use crate::log_database::now_ns;
 use crate::log_database::query::{Direction, LineFilter, Matcher};
+use crate::log_database::{TimeRange, now_ns};
 use crate::logql::{LogExpr, Stage};
 
 /// How `/logs` writes lines.
@@ -103,9 +104,8 @@ fn rfc3339(ns: i64) -> String {
 pub(super) async fn logs(
     State(state): State<AppState>,
     Path((key, value)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
+    QueryParams(p): QueryParams,
 ) -> Result<Response, ApiError> {
-    let p = params(q, &Bytes::new())?;
     if sanitize_name(&key) != key {
         return Err(ApiError::bad_request(format!(
             "{key:?} is not a label name; names are like namespace, pod_name or app_kubernetes_io_name"
@@ -136,7 +136,7 @@ pub(super) async fn logs(
             "follow=true streams lines: use format=ndjson or format=text".into(),
         ));
     }
-    let known = state.db.label_names(i64::MIN, i64::MAX);
+    let known = state.db.label_names(TimeRange::ALL);
     if !follow && !known.contains(&key) {
         return Err(ApiError {
             status: axum::http::StatusCode::NOT_FOUND,
@@ -144,7 +144,7 @@ pub(super) async fn logs(
         });
     }
     // All time unless start/since says otherwise.
-    let (start, end) = p.range(now_ns())?;
+    let range = p.range(now_ns())?;
     let limit = state.check_limit(p.number("limit")?.unwrap_or(1000))?;
     let explicit = p.get("direction").is_some();
     let direction = direction(&p, Direction::Backward)?;
@@ -167,16 +167,7 @@ pub(super) async fn logs(
     let db = state.db.clone();
     let query = log.clone();
     let mut rows = state
-        .blocking(move |budget| {
-            run_log_query(
-                &db,
-                &query,
-                (start, end.saturating_add(1)),
-                direction,
-                limit,
-                &budget,
-            )
-        })
+        .blocking(move |budget| run_log_query(&db, &query, range, direction, limit, &budget))
         .await?;
     if !explicit {
         rows.reverse();

@@ -25,7 +25,7 @@ use axum::routing::get;
 
 use crate::log_collector::status::{CollectorReport, CollectorStatus};
 use crate::log_database::labels::Labels;
-use crate::log_database::{Database, StoreError};
+use crate::log_database::{Database, StoreError, TimeRange};
 use crate::logql::LogExpr;
 use crate::logql::metric::{Budget, EvalError};
 use crate::shutdown::Shutdown;
@@ -209,8 +209,8 @@ impl AppState {
         Ok(limit)
     }
 
-    fn check_range(&self, start: i64, end: i64) -> Result<(), ApiError> {
-        let span = end.saturating_sub(start);
+    fn check_range(&self, range: TimeRange) -> Result<(), ApiError> {
+        let span = range.last().saturating_sub(range.start);
         if span > self.config.max_range.as_nanos() as i64 {
             return Err(ApiError::bad_request(format!(
                 "the time range ({}) is longer than the maximum of {}; narrow it",
@@ -230,12 +230,12 @@ pub(crate) type Row = (Arc<Labels>, i64, Vec<u8>);
 pub(crate) fn run_log_query(
     db: &Database,
     log: &LogExpr,
-    (start, end): (i64, i64),
+    range: TimeRange,
     direction: crate::log_database::query::Direction,
     limit: usize,
     budget: &Budget,
 ) -> Result<Vec<Row>, ApiError> {
-    let (mut query, pipeline) = log.plan(start, end, direction);
+    let (mut query, pipeline) = log.plan(range.start, range.end, direction);
     if pipeline.is_empty() {
         query.limit = limit;
     }

@@ -1,8 +1,45 @@
 //! Query-string parameters as Loki reads them: times as ns integers, seconds
 //! (float or ≤ 10 digits) or RFC 3339; durations as `5m` or float seconds.
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+
 use super::ApiError;
-use crate::log_database::now_ns;
+use crate::log_database::{TimeRange, now_ns};
+
+/// A handler's parameters from the query string alone (GET routes, and
+/// the websocket tail, whose body must stay untouched).
+pub struct QueryParams(pub Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Params::parse(parts.uri.query().unwrap_or("")).map(Self)
+    }
+}
+
+/// A handler's parameters from the query string plus a form body: Loki
+/// accepts GET and POST alike on its query routes.
+pub struct FormParams(pub Params);
+
+impl<S: Send + Sync> FromRequest<S> for FormParams {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let mut params = Params::parse(request.uri().query().unwrap_or(""))?;
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if !body.is_empty() {
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| ApiError::bad_request("the form body is not UTF-8".into()))?;
+            params.extend(Params::parse(text)?);
+        }
+        Ok(Self(params))
+    }
+}
 
 /// Parameters of a request, repeated keys kept (`match[]`).
 #[derive(Debug, Default, Clone)]
@@ -67,9 +104,10 @@ impl Params {
             .transpose()
     }
 
-    /// `start` and `end` (ns): `end` defaults to now, `start` to `since`
-    /// before `end`, or `default_span` before it. Checks `start <= end`.
-    pub fn range(&self, default_span: i64) -> Result<(i64, i64), ApiError> {
+    /// `start` through `end` (ns, both included, as Loki reads them): `end`
+    /// defaults to now, `start` to `since` before `end`, or `default_span`
+    /// before it. Checks `start <= end`.
+    pub fn range(&self, default_span: i64) -> Result<TimeRange, ApiError> {
         let end = self.time("end")?.unwrap_or_else(now_ns);
         let start = match (self.time("start")?, self.duration("since")?) {
             (Some(start), _) => start,
@@ -81,7 +119,7 @@ impl Params {
                 "the start of the time range is after its end".into(),
             ));
         }
-        Ok((start, end))
+        Ok(TimeRange::through(start, end))
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use futures_util::stream;
 use serde_json::json;
@@ -16,10 +16,11 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::logs::Format;
-use super::loki::{labels_json, params, streams_json};
+use super::loki::shapes::TailFrame;
+use super::params::QueryParams;
 use super::{ApiError, AppState, Row, run_log_query};
-use crate::log_database::Appended;
 use crate::log_database::query::{Direction, Query};
+use crate::log_database::{Appended, TimeRange};
 use crate::logql::pipeline::Pipeline;
 use crate::logql::{Expr, LogExpr, parse};
 use crate::shutdown::Shutdown;
@@ -156,10 +157,9 @@ impl Drop for TailGuard {
 /// `GET /loki/api/v1/tail` (websocket): Loki's tail protocol.
 pub(super) async fn websocket(
     State(state): State<AppState>,
-    RawQuery(q): RawQuery,
+    QueryParams(p): QueryParams,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let p = params(q, &Bytes::new())?;
     let text = p.get("query").filter(|q| !q.is_empty()).ok_or_else(|| {
         ApiError::bad_request("the query parameter is required, e.g. query={app=\"web\"}".into())
     })?;
@@ -179,7 +179,7 @@ pub(super) async fn websocket(
             run_log_query(
                 &db,
                 &query,
-                (start, now + 1),
+                TimeRange::through(start, now),
                 Direction::Backward,
                 limit,
                 &budget,
@@ -201,7 +201,9 @@ async fn run_socket(
     let shutdown = state.shutdown.clone();
     state.metrics.tail_started();
     let _guard = TailGuard(state.metrics.clone());
-    let message = |rows: &[Row]| json!({"streams": streams_json(rows)}).to_string();
+    let message = |rows: &[Row]| {
+        serde_json::to_string(&TailFrame::lines(rows)).expect("tail frames serialize")
+    };
     let mut seen: HashSet<Row> = backfill.iter().cloned().collect();
     if !backfill.is_empty()
         && socket
@@ -221,8 +223,8 @@ async fn run_socket(
                     }
                 }
                 Next::Lagged(n) => {
-                    let dropped = json!({"streams": [], "dropped_entries": [{"labels": labels_json(&Default::default()), "timestamp": "0"}]});
-                    let _ = socket.send(Message::Text(dropped.to_string().into())).await;
+                    let dropped = serde_json::to_string(&TailFrame::dropped()).expect("tail frames serialize");
+                    let _ = socket.send(Message::Text(dropped.into())).await;
                     let _ = socket
                         .send(Message::Close(Some(CloseFrame { code: 1013, reason: format!("too slow: fell {n} writes behind").into() })))
                         .await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::labels::Labels;
 use super::query::{Matcher, validate_selector};
+use super::range::TimeRange;
 use super::{Database, StoreError};
 
 /// What `index/stats` reports for a selector and range.
@@ -22,13 +23,12 @@ pub struct IndexStats {
 }
 
 impl Database {
-    /// Streams, blocks, entries and bytes for `selector` in `[start, end)`,
+    /// Streams, blocks, entries and bytes for `selector` in `range`,
     /// from the index alone (blocks count whole, as in Loki).
     pub fn index_stats(
         &self,
         selector: &[Matcher],
-        start: i64,
-        end: i64,
+        range: TimeRange,
     ) -> Result<IndexStats, StoreError> {
         validate_selector(selector)?;
         let inner = self.read_inner();
@@ -36,14 +36,14 @@ impl Database {
         let mut physical = BTreeSet::new();
         for id in inner.index.select(selector) {
             let stream = &inner.index.streams[&id];
-            if !stream.overlaps(start, end) {
+            if !stream.overlaps(range) {
                 continue;
             }
             stats.streams += 1;
             for b in stream
                 .blocks
                 .iter()
-                .filter(|b| b.max_ts >= start && b.min_ts < end)
+                .filter(|b| range.overlaps(b.min_ts, b.max_ts))
             {
                 physical.insert((b.partition, b.segment, b.offset));
                 stats.entries += u64::from(b.count);
@@ -54,7 +54,7 @@ impl Database {
                 .flatten()
             {
                 for i in 0..e.len() {
-                    if e.timestamps[i] >= start && e.timestamps[i] < end {
+                    if range.contains(e.timestamps[i]) {
                         stats.entries += 1;
                         stats.bytes += e.line(i).len() as u64;
                     }
@@ -75,12 +75,12 @@ impl Database {
             .collect()
     }
 
-    /// Label names of streams with entries in `[start, end)`.
-    pub fn label_names(&self, start: i64, end: i64) -> Vec<String> {
+    /// Label names of streams with entries in `range`.
+    pub fn label_names(&self, range: TimeRange) -> Vec<String> {
         let inner = self.read_inner();
         let mut names = BTreeSet::new();
         for stream in inner.index.streams.values() {
-            if stream.overlaps(start, end) {
+            if stream.overlaps(range) {
                 names.extend(stream.labels.iter().map(|(n, _)| n.to_owned()));
             }
         }
@@ -88,13 +88,12 @@ impl Database {
     }
 
     /// Values of label `name`, optionally only of streams matching
-    /// `selector`, with entries in `[start, end)`.
+    /// `selector`, with entries in `range`.
     pub fn label_values(
         &self,
         name: &str,
         selector: Option<&[Matcher]>,
-        start: i64,
-        end: i64,
+        range: TimeRange,
     ) -> Result<Vec<String>, StoreError> {
         if let Some(selector) = selector {
             validate_selector(selector)?;
@@ -108,7 +107,7 @@ impl Database {
         for id in ids {
             let stream = &inner.index.streams[&id];
             if let Some(v) = stream.labels.get(name)
-                && stream.overlaps(start, end)
+                && stream.overlaps(range)
             {
                 values.insert(v.to_owned());
             }
@@ -116,12 +115,11 @@ impl Database {
         Ok(values.into_iter().collect())
     }
 
-    /// Label sets of streams matching `selector` with entries in `[start, end)`.
+    /// Label sets of streams matching `selector` with entries in `range`.
     pub fn series(
         &self,
         selector: &[Matcher],
-        start: i64,
-        end: i64,
+        range: TimeRange,
     ) -> Result<Vec<Arc<Labels>>, StoreError> {
         validate_selector(selector)?;
         let inner = self.read_inner();
@@ -130,7 +128,7 @@ impl Database {
             .select(selector)
             .into_iter()
             .map(|id| &inner.index.streams[&id])
-            .filter(|s| s.overlaps(start, end))
+            .filter(|s| s.overlaps(range))
             .map(|s| s.labels.clone())
             .collect();
         out.sort();

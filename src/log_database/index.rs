@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::block::{BlockRef, Entries};
 use super::labels::{Labels, StreamId};
 use super::query::{MatchOp, Matcher};
+use super::range::TimeRange;
 
 /// One stream: where its entries are, on disk and in memory.
 pub(super) struct Stream {
@@ -110,12 +111,12 @@ impl Index {
 }
 
 impl Stream {
-    /// Whether the stream has entries in `[start, end)` (by block bounds).
-    pub(super) fn overlaps(&self, start: i64, end: i64) -> bool {
-        let in_range = |ts: &i64| *ts >= start && *ts < end;
+    /// Whether the stream has entries in `range` (by block bounds).
+    pub(super) fn overlaps(&self, range: TimeRange) -> bool {
+        let in_range = |ts: &i64| range.contains(*ts);
         self.blocks
             .iter()
-            .any(|b| b.max_ts >= start && b.min_ts < end)
+            .any(|b| range.overlaps(b.min_ts, b.max_ts))
             || self.head.timestamps.iter().any(in_range)
             || self
                 .flushing

@@ -27,6 +27,7 @@ pub mod labels;
 pub mod maintenance;
 mod manifest;
 pub mod query;
+mod range;
 mod read;
 mod recovery;
 mod retention;
@@ -43,6 +44,7 @@ pub use self::batch::{Appended, StreamEntries, WriteBatch};
 pub use self::block::Entries;
 pub use self::catalog::IndexStats;
 pub use self::manifest::ReadReport;
+pub use self::range::TimeRange;
 pub use self::read::{QueryEntry, QueryIter};
 pub use self::recovery::RecoveryReport;
 

@@ -201,7 +201,7 @@ fn run_model(ops: Vec<Op>) {
             .filter(|l| selector(4).iter().all(|m| m.matches(l)))
             .collect();
         let got_series: Vec<Labels> = d
-            .series(&selector(4), i64::MIN, i64::MAX)
+            .series(&selector(4), TimeRange::ALL)
             .unwrap()
             .iter()
             .map(|l| (**l).clone())
@@ -521,14 +521,14 @@ fn label_endpoints_answer_from_the_index() {
     for s in 0..4 {
         db.write(&entry_batch(s, 0, 3, "src")).unwrap();
     }
-    assert_eq!(db.label_names(i64::MIN, i64::MAX), vec!["app", "team"]);
+    assert_eq!(db.label_names(TimeRange::ALL), vec!["app", "team"]);
     assert_eq!(
-        db.label_values("app", None, i64::MIN, i64::MAX).unwrap(),
+        db.label_values("app", None, TimeRange::ALL).unwrap(),
         vec!["a", "b", "c"]
     );
     let team_x = [Matcher::equal("team", "x")];
     assert_eq!(
-        db.label_values("app", Some(&team_x), i64::MIN, i64::MAX)
+        db.label_values("app", Some(&team_x), TimeRange::ALL)
             .unwrap(),
         vec!["a", "b"]
     );
@@ -536,13 +536,12 @@ fn label_endpoints_answer_from_the_index() {
         db.label_values(
             "app",
             Some(&[Matcher::new("app", MatchOp::Regex, ".*").unwrap()]),
-            0,
-            1
+            TimeRange::new(0, 1)
         )
         .is_err()
     );
     assert_eq!(
-        db.label_names(10_000_000_000, 20_000_000_000),
+        db.label_names(TimeRange::new(10_000_000_000, 20_000_000_000)),
         Vec::<String>::new()
     );
     let stats = db.stats();

@@ -1,0 +1,287 @@
+//! Loki's JSON answers as types: the envelope, the four result kinds and
+//! the tail frame, serialized exactly as Loki writes them
+//! (`pkg/util/marshal` in grafana/loki).
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+use crate::api::Row;
+use crate::log_database::labels::Labels;
+use crate::logql::metric::{Series, Steps, Value};
+
+/// A label set as Loki writes it: one JSON object.
+fn label_map<L: Borrow<Labels>, S: Serializer>(labels: &L, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(labels.borrow().iter())
+}
+
+/// A label set on its own (a `series` answer's element).
+#[derive(Serialize)]
+pub(crate) struct LabelSet(#[serde(serialize_with = "label_map")] pub(crate) Arc<Labels>);
+
+/// `status/buildinfo`: this version, with Loki's field names.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BuildInfo {
+    version: &'static str,
+    revision: &'static str,
+    branch: &'static str,
+    build_user: &'static str,
+    build_date: &'static str,
+    go_version: &'static str,
+}
+
+impl Default for BuildInfo {
+    fn default() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION"),
+            revision: "",
+            branch: "",
+            build_user: "",
+            build_date: "",
+            go_version: "",
+        }
+    }
+}
+
+/// `{"status": "success", "data": …}`.
+#[derive(Serialize)]
+pub(crate) struct Success<T: Serialize> {
+    status: &'static str,
+    data: T,
+}
+
+impl<T: Serialize> Success<T> {
+    /// Wraps `data`.
+    pub(crate) fn new(data: T) -> Self {
+        Self {
+            status: "success",
+            data,
+        }
+    }
+}
+
+/// The `data` of a query answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QueryData {
+    result_type: &'static str,
+    result: QueryResult,
+    stats: Empty,
+}
+
+/// An empty JSON object.
+#[derive(Serialize, Default)]
+struct Empty {}
+
+/// What a query returns.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum QueryResult {
+    /// Log lines by stream.
+    Streams(Vec<StreamValues>),
+    /// Series with a value per step.
+    Matrix(Vec<MatrixSeries>),
+    /// Series with one value.
+    Vector(Vec<Sample>),
+    /// One number.
+    Scalar(Point),
+}
+
+impl QueryResult {
+    /// Loki's `resultType` for it.
+    fn kind(&self) -> &'static str {
+        match self {
+            QueryResult::Streams(_) => "streams",
+            QueryResult::Matrix(_) => "matrix",
+            QueryResult::Vector(_) => "vector",
+            QueryResult::Scalar(_) => "scalar",
+        }
+    }
+
+    /// The `data` of the answer.
+    pub(crate) fn into_data(self) -> QueryData {
+        QueryData {
+            result_type: self.kind(),
+            result: self,
+            stats: Empty::default(),
+        }
+    }
+}
+
+/// One stream's lines: `{"stream": {…}, "values": [["<ns>", "<line>"], …]}`.
+#[derive(Serialize)]
+pub(crate) struct StreamValues {
+    #[serde(serialize_with = "label_map")]
+    stream: Arc<Labels>,
+    values: Vec<(String, String)>,
+}
+
+/// `[<seconds>, "<value>"]`: a sample's time as float seconds, its value as
+/// a string (so `NaN` and `±Inf` survive JSON).
+#[derive(Serialize)]
+pub(crate) struct Point(f64, String);
+
+impl Point {
+    fn new(ns: i64, value: f64) -> Self {
+        Self(ns as f64 / 1e9, format_value(value))
+    }
+}
+
+/// A series of a range query.
+#[derive(Serialize)]
+pub(crate) struct MatrixSeries {
+    #[serde(serialize_with = "label_map")]
+    metric: Labels,
+    values: Vec<Point>,
+}
+
+/// A series of an instant query.
+#[derive(Serialize)]
+pub(crate) struct Sample {
+    #[serde(serialize_with = "label_map")]
+    metric: Labels,
+    value: Point,
+}
+
+/// A frame of the tail websocket.
+#[derive(Serialize)]
+pub(crate) struct TailFrame {
+    streams: Vec<StreamValues>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dropped_entries: Vec<DroppedEntry>,
+}
+
+/// What a tail frame says of entries it could not deliver.
+#[derive(Serialize)]
+struct DroppedEntry {
+    #[serde(serialize_with = "label_map")]
+    labels: Labels,
+    timestamp: String,
+}
+
+impl TailFrame {
+    /// New lines.
+    pub(crate) fn lines(rows: &[Row]) -> Self {
+        Self {
+            streams: streams(rows),
+            dropped_entries: Vec::new(),
+        }
+    }
+
+    /// Says that entries were dropped (the client fell behind).
+    pub(crate) fn dropped() -> Self {
+        Self {
+            streams: Vec::new(),
+            dropped_entries: vec![DroppedEntry {
+                labels: Labels::default(),
+                timestamp: "0".into(),
+            }],
+        }
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Rows grouped by stream, in first-seen order, as Loki's `streams` result.
+pub(crate) fn streams(rows: &[Row]) -> Vec<StreamValues> {
+    let mut order: Vec<&Arc<Labels>> = Vec::new();
+    let mut values: BTreeMap<&Labels, Vec<(String, String)>> = BTreeMap::new();
+    for (labels, ts, line) in rows {
+        let entry = values.entry(labels).or_insert_with(|| {
+            order.push(labels);
+            Vec::new()
+        });
+        entry.push((ts.to_string(), String::from_utf8_lossy(line).into_owned()));
+    }
+    order
+        .into_iter()
+        .map(|labels| StreamValues {
+            stream: labels.clone(),
+            values: values.remove(&**labels).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A range query's value at `steps` (a scalar becomes one unlabelled series).
+pub(crate) fn matrix(value: Value, steps: &Steps) -> QueryResult {
+    let series = match value {
+        Value::Matrix(m) => m,
+        Value::Scalar(v) => vec![Series {
+            labels: Labels::default(),
+            points: (0..steps.count).map(|k| (k, v)).collect(),
+        }],
+    };
+    QueryResult::Matrix(
+        series
+            .into_iter()
+            .map(|s| MatrixSeries {
+                values: s
+                    .points
+                    .iter()
+                    .map(|(k, v)| Point::new(steps.at(*k), *v))
+                    .collect(),
+                metric: s.labels,
+            })
+            .collect(),
+    )
+}
+
+/// An instant query's value at `at`.
+pub(crate) fn vector(value: Value, at: i64) -> QueryResult {
+    match value {
+        Value::Scalar(v) => QueryResult::Scalar(Point::new(at, v)),
+        Value::Matrix(m) => QueryResult::Vector(
+            m.into_iter()
+                .filter_map(|s| {
+                    let v = *s.points.get(&0)?;
+                    Some(Sample {
+                        metric: s.labels,
+                        value: Point::new(at, v),
+                    })
+                })
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shapes_match_lokis_json() {
+        let web = Arc::new(Labels::new([("app", "web")]));
+        let rows: Vec<Row> = vec![(web.clone(), 5, b"a".to_vec()), (web, 7, b"b".to_vec())];
+        let answer = Success::new(QueryResult::Streams(streams(&rows)).into_data());
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            json!({"status": "success", "data": {"resultType": "streams", "stats": {},
+                "result": [{"stream": {"app": "web"}, "values": [["5", "a"], ["7", "b"]]}]}})
+        );
+        let scalar = vector(Value::Scalar(f64::INFINITY), 2_500_000_000);
+        assert_eq!(
+            serde_json::to_value(scalar.into_data()).unwrap(),
+            json!({"resultType": "scalar", "stats": {}, "result": [2.5, "+Inf"]})
+        );
+        assert_eq!(
+            serde_json::to_value(TailFrame::dropped()).unwrap(),
+            json!({"streams": [], "dropped_entries": [{"labels": {}, "timestamp": "0"}]})
+        );
+        assert_eq!(
+            serde_json::to_value(TailFrame::lines(&rows[..1])).unwrap(),
+            json!({"streams": [{"stream": {"app": "web"}, "values": [["5", "a"]]}]})
+        );
+    }
+}
