@@ -14,9 +14,10 @@ ROOT ?= sample-logs
 build:
 	$(CARGO) build --release --locked
 
-# Tails $(ROOT) with the directory collector and prints every line as JSON.
+# Collects $(ROOT) with the directory collector into the store in .data and
+# serves it on localhost:8000.
 run:
-	$(CARGO) run --release --locked -- --log-collector directory --root-path $(ROOT) --data-directory .data --output stdout
+	$(CARGO) run --release --locked -- --log-collector directory --root-path $(ROOT) --data-directory .data --listen 127.0.0.1:8000
 
 # Formatting, lints, a few-second run of every `make bench` scenario
 # (correctness only), then every test (each test in its own process).
