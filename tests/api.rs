@@ -626,3 +626,58 @@ async fn loki_tail_websocket() {
     socket.close(None).await.unwrap();
     s.stop.trigger();
 }
+
+/// Deeply nested queries in every nestable construct: refused with a 4xx
+/// that says why, near the limit evaluated, and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_nesting_is_refused_and_the_server_stays_up() {
+    let s = server().await;
+    let range = r#"count_over_time({app="web"}[1m])"#;
+    let shapes = |n: usize| {
+        vec![
+            format!("{}{range}{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}{range}{}", "sum(".repeat(n), ")".repeat(n)),
+            format!("{range}{}", " + 1".repeat(n)),
+            format!(
+                r#"{{app="web"}} | json | {}level="error"{}"#,
+                "(".repeat(n),
+                ")".repeat(n)
+            ),
+            format!(
+                r#"{{app="web"}} | json | level="error"{}"#,
+                r#" or level="warn""#.repeat(n)
+            ),
+        ]
+    };
+    for n in [2_000, 20_000, 100_000] {
+        for q in shapes(n) {
+            // Long queries go in a form body, as Grafana sends them.
+            let response = s
+                .client
+                .post(format!("{}/loki/api/v1/query_range", s.base))
+                .form(&[("query", q.as_str()), all(), end()])
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            if q.len() > 1 << 20 {
+                assert_eq!(status, 413, "{n}: over the 1 MiB body limit: {body}");
+                continue;
+            }
+            assert_eq!(status, 400, "{n}: {body}");
+            assert!(body.contains("nests more than 100 levels"), "{body}");
+        }
+    }
+    // The 6 KB URL of the report, as a GET.
+    let q = format!("{}{range}{}", "(".repeat(2_000), ")".repeat(2_000));
+    let (status, _) = s.get("/loki/api/v1/query", &[("query", &q)]).await;
+    assert_eq!(status, 400);
+    // Just under the limit: evaluated.
+    for q in shapes(45) {
+        s.json("/loki/api/v1/query_range", &[("query", &q), all(), end()])
+            .await;
+    }
+    assert_eq!(s.get("/ready", &[]).await, (200, "ready\n".into()));
+    s.stop.trigger();
+}

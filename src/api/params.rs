@@ -31,7 +31,11 @@ impl<S: Send + Sync> FromRequest<S> for FormParams {
         let mut params = Params::parse(request.uri().query().unwrap_or(""))?;
         let body = Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            .map_err(|e| ApiError {
+                // 413 for a body over the limit, 400 for the rest.
+                status: e.status(),
+                message: format!("cannot read the request body: {}", e.body_text()),
+            })?;
         if !body.is_empty() {
             let text = std::str::from_utf8(&body)
                 .map_err(|_| ApiError::bad_request("the form body is not UTF-8".into()))?;

@@ -9,6 +9,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
     let mut p = Parser {
         toks: lex(input)?,
         pos: 0,
+        depth: 0,
     };
     let node = p.expr(0)?;
     p.expect(&Tok::Eof, "end of query")?;
@@ -26,7 +27,15 @@ enum Node {
 struct Parser {
     toks: Vec<Token>,
     pos: usize,
+    /// How deep the tree being built is here: every recursion of the parser
+    /// and every link of an operator chain counts, so neither parsing nor
+    /// evaluating nor dropping a query can overflow the stack.
+    depth: usize,
 }
+
+/// The deepest a query may nest (parentheses, function calls, operators,
+/// label-filter `and`/`or`). Real queries stay under ten.
+pub const MAX_DEPTH: usize = 100;
 
 const RANGE_UNSUPPORTED: &[&str] = &[
     "sum_over_time",
@@ -102,6 +111,31 @@ impl Parser {
         )
     }
 
+    /// Runs `parse` one level deeper, refusing past [`MAX_DEPTH`].
+    fn nested<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        self.deeper(1)?;
+        self.depth += 1;
+        let result = parse(self);
+        self.depth -= 1;
+        result
+    }
+
+    /// Fails if `more` levels below here would pass [`MAX_DEPTH`].
+    fn deeper(&self, more: usize) -> Result<(), ParseError> {
+        if self.depth + more > MAX_DEPTH {
+            return Err(self.error_at(
+                self.here(),
+                format!(
+                    "the query nests more than {MAX_DEPTH} levels deep (parentheses, function calls, operators or and/or); write it flatter"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn expect(&mut self, tok: &Tok, what: &str) -> Result<Token, ParseError> {
         if self.peek() == tok {
             Ok(self.next())
@@ -143,7 +177,13 @@ impl Parser {
     }
 
     fn expr(&mut self, min_prec: u8) -> Result<Node, ParseError> {
+        self.nested(|p| p.expr_here(min_prec))
+    }
+
+    fn expr_here(&mut self, min_prec: u8) -> Result<Node, ParseError> {
         let mut lhs = self.primary()?;
+        // A chain `a + b + c …` grows the tree one level per operator.
+        let mut chain = 0;
         loop {
             if let Tok::Ident(word) = self.peek()
                 && matches!(word.as_str(), "and" | "or" | "unless")
@@ -157,6 +197,8 @@ impl Parser {
             if prec < min_prec {
                 break;
             }
+            chain += 1;
+            self.deeper(chain)?;
             let op_token = self.next();
             if let Tok::Ident(word) = self.peek()
                 && word == "bool"
@@ -430,20 +472,28 @@ impl Parser {
     }
 
     fn predicate(&mut self) -> Result<LabelPredicate, ParseError> {
-        let mut lhs = self.conjunction()?;
-        while matches!(self.peek(), Tok::Ident(w) if w == "or") {
-            self.next();
-            let rhs = self.conjunction()?;
-            lhs = LabelPredicate::Or(Box::new(lhs), Box::new(rhs));
-        }
-        Ok(lhs)
+        self.nested(|p| {
+            let mut lhs = p.conjunction()?;
+            let mut chain = 0;
+            while matches!(p.peek(), Tok::Ident(w) if w == "or") {
+                chain += 1;
+                p.deeper(chain)?;
+                p.next();
+                let rhs = p.conjunction()?;
+                lhs = LabelPredicate::Or(Box::new(lhs), Box::new(rhs));
+            }
+            Ok(lhs)
+        })
     }
 
     fn conjunction(&mut self) -> Result<LabelPredicate, ParseError> {
         let mut lhs = self.atom()?;
+        let mut chain = 0;
         while matches!(self.peek(), Tok::Comma)
             || matches!(self.peek(), Tok::Ident(w) if w == "and")
         {
+            chain += 1;
+            self.deeper(chain)?;
             self.next();
             let rhs = self.atom()?;
             lhs = LabelPredicate::And(Box::new(lhs), Box::new(rhs));
@@ -562,6 +612,56 @@ mod tests {
             Ok(e) => panic!("{q} parsed as {e:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    /// Every construct that nests, `n` deep.
+    fn deep(n: usize) -> Vec<String> {
+        let range = r#"count_over_time({app="web"}[1m])"#;
+        vec![
+            format!("{}{range}{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}{range}{}", "sum(".repeat(n), ")".repeat(n)),
+            format!("{}{range}{}", "sum by (app) (".repeat(n), ")".repeat(n)),
+            format!("{}{range}{}", "topk(1, ".repeat(n), ")".repeat(n)),
+            format!("{range}{}", " + 1".repeat(n)),
+            format!("{}1{}", "(1 + ".repeat(n), ")".repeat(n)),
+            format!("{}1", "2 ^ ".repeat(n)),
+            format!(
+                r#"{{app="web"}} | json | {}a="1"{}"#,
+                "(".repeat(n),
+                ")".repeat(n)
+            ),
+            format!(
+                r#"{{app="web"}} | json | a="1"{}"#,
+                r#" and a="1""#.repeat(n)
+            ),
+            format!(
+                r#"{{app="web"}} | json | a="1"{}"#,
+                r#" or a="1""#.repeat(n)
+            ),
+            format!(r#"{{app="web"}} | json | a="1"{}"#, r#", a="1""#.repeat(n)),
+        ]
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_a_clear_error() {
+        // Shallow enough: parses.
+        for q in deep(20) {
+            ok(&q);
+        }
+        // On a tokio worker's stack (2 MiB), in a debug build: no overflow.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                for n in [MAX_DEPTH + 1, 2_000, 20_000, 100_000] {
+                    for q in deep(n) {
+                        let e = err(&q);
+                        assert!(e.contains("nests more than 100 levels"), "{e}");
+                    }
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
