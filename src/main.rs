@@ -116,6 +116,19 @@ struct Args {
     #[arg(long, env = "QUERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     query_timeout: Duration,
 
+    /// Most HTTP connections open at once (more wait to be accepted).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+
+    /// A client must send a request's headers within this, or its
+    /// connection is closed (slow or idle clients).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+
+    /// Most follow requests and tail websockets at once (more get 429).
+    #[arg(long, env = "MAX_TAILS", default_value_t = 100)]
+    max_tails: usize,
+
     /// Written entries are made durable within this time; a crash re-reads
     /// at most this much from the log files.
     #[arg(long, env = "FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -227,6 +240,9 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
             max_limit: args.max_limit,
             max_range: args.max_query_range,
             query_timeout: args.query_timeout,
+            max_connections: args.max_connections,
+            header_read_timeout: args.header_read_timeout,
+            max_tails: args.max_tails,
             ..ApiConfig::default()
         },
     })

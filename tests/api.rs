@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use monitoring_rs::api::{self, AppState};
+use monitoring_rs::api::{self, ApiConfig, AppState};
 use monitoring_rs::log_database::labels::Labels;
 use monitoring_rs::log_database::{Config, Database, StreamEntries, WriteBatch};
 use monitoring_rs::shutdown::Shutdown;
@@ -36,6 +36,10 @@ fn entries(labels: Labels, lines: &[(i64, &str)]) -> StreamEntries {
 }
 
 async fn server() -> Server {
+    server_with(ApiConfig::default()).await
+}
+
+async fn server_with(config: ApiConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = Database::open(dir.path(), Config::default()).unwrap();
     let db = Arc::new(db);
@@ -82,7 +86,7 @@ async fn server() -> Server {
     let stop = Shutdown::new();
     let state = AppState {
         shutdown: stop.clone(),
-        ..AppState::new(db.clone())
+        ..AppState::with_config(db.clone(), config)
     };
     let stopped = stop.clone();
     tokio::spawn(api::serve(listener, state, async move {
@@ -679,5 +683,87 @@ async fn deep_nesting_is_refused_and_the_server_stays_up() {
             .await;
     }
     assert_eq!(s.get("/ready", &[]).await, (200, "ready\n".into()));
+    s.stop.trigger();
+}
+
+/// Idle sockets and a slowloris client are cut at the header deadline, so
+/// a thousand of them cannot keep the API from answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_cannot_starve_the_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server_with(ApiConfig {
+        max_connections: 64,
+        header_read_timeout: Duration::from_millis(300),
+        ..ApiConfig::default()
+    })
+    .await;
+    let address = s.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..1_000 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // A slowloris client: a header byte every 100 ms, never finishing.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        slow.write_all(b"GET /ready HTTP/1.1\r\n").await.ok()?;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            slow.write_all(b"X").await.ok()?;
+        }
+        Some(())
+    });
+    // A real client still gets its answer, once idle slots are cut.
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(30), s.get("/ready", &[])).await;
+    assert_eq!(answer.unwrap(), (200, "ready\n".into()));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(trickle.await.unwrap(), None, "the slow client was cut off");
+    // The first idle sockets were accepted and then closed by the server.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    s.stop.trigger();
+}
+
+/// Past --max-tails, a follow or tail gets 429, and a slot frees when a
+/// client goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_and_tail_clients_are_capped() {
+    let s = server_with(ApiConfig {
+        max_tails: 1,
+        ..ApiConfig::default()
+    })
+    .await;
+    let follow = |s: &Server| {
+        s.client
+            .get(format!("{}/logs/app/web", s.base))
+            .query(&[("follow", "true")])
+            .send()
+    };
+    let first = follow(&s).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let second = follow(&s).await.unwrap();
+    assert_eq!(second.status().as_u16(), 429);
+    assert!(second.text().await.unwrap().contains("--max-tails"));
+    let url = format!(
+        "{}/loki/api/v1/tail?query=%7Bapp%3D%22web%22%7D",
+        s.base.replace("http", "ws")
+    );
+    assert!(tokio_tungstenite::connect_async(&url).await.is_err());
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = follow(&s).await.unwrap();
+        if again.status().as_u16() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = s.get("/metrics", &[]).await.1;
+    assert!(
+        metrics.contains(r#"monitoring_rs_http_requests_refused_total{reason="max_tails"} 2"#),
+        "{metrics}"
+    );
     s.stop.trigger();
 }

@@ -163,6 +163,7 @@ pub(super) async fn logs(
         stages,
     };
     // Subscribe before querying, so nothing written in between is missed.
+    let guard = follow.then(|| tail::TailGuard::take(&state)).transpose()?;
     let live = follow.then(|| state.db.subscribe());
     let db = state.db.clone();
     let query = log.clone();
@@ -172,8 +173,8 @@ pub(super) async fn logs(
     if !explicit {
         rows.reverse();
     }
-    if let Some(live) = live {
-        let body = tail::follow_body(&state, log, rows, format, live);
+    if let (Some(live), Some(guard)) = (live, guard) {
+        let body = tail::follow_body(&state, log, rows, format, live, guard);
         return Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response());
     }
     let body = match format {

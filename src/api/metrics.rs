@@ -38,6 +38,9 @@ pub struct Metrics {
     requests: Family<LabelPairs, Counter>,
     latency: HistogramFamily,
     tails: Gauge,
+    connections: Gauge,
+    panics: Counter,
+    refused: Family<LabelPairs, Counter>,
     counters: Vec<(&'static str, Counter)>,
     gauges: Vec<(&'static str, Gauge)>,
     checkpoint_age: Gauge<f64, AtomicU64>,
@@ -127,6 +130,24 @@ impl Metrics {
             "Open follow requests and tail websockets.",
             tails.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "Open HTTP connections (at most --max-connections).",
+            connections.clone(),
+        );
+        let panics = Counter::default();
+        registry.register(
+            "http_handler_panics",
+            "Requests answered 500 because their handler panicked (a bug).",
+            panics.clone(),
+        );
+        let refused = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "http_requests_refused",
+            "Requests refused to protect the daemon, by reason.",
+            refused.clone(),
+        );
         let counters = COUNTERS
             .iter()
             .map(|(name, help)| {
@@ -154,6 +175,9 @@ impl Metrics {
             requests,
             latency,
             tails,
+            connections,
+            panics,
+            refused,
             counters,
             gauges,
             checkpoint_age,
@@ -172,6 +196,25 @@ impl Metrics {
         self.latency
             .get_or_create(&vec![("route".into(), route.into())])
             .observe(took.as_secs_f64());
+    }
+
+    pub(super) fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub(super) fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub(super) fn handler_panicked(&self) {
+        self.panics.inc();
+    }
+
+    /// Counts a request refused to protect the daemon (`reason`: what limit).
+    pub(super) fn refused(&self, reason: &str) {
+        self.refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
     }
 
     pub(super) fn tail_started(&self) {
@@ -238,6 +281,15 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The registry in Prometheus text.
+    pub(super) fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -247,8 +299,7 @@ impl Default for Metrics {
 /// `GET /metrics`
 pub(super) async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.refresh(&state);
-    let mut text = String::new();
-    encode(&mut text, &state.metrics.registry).expect("writing to a String cannot fail");
+    let text = state.metrics.encode();
     (
         [(
             header::CONTENT_TYPE,

@@ -10,7 +10,10 @@ mod logs;
 mod loki;
 pub mod metrics;
 pub mod params;
+mod server;
 mod tail;
+
+pub use server::serve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -41,6 +44,13 @@ pub struct ApiConfig {
     pub query_timeout: Duration,
     /// Most series a metric query may produce.
     pub max_series: usize,
+    /// Most HTTP connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this, or its
+    /// connection is closed (slow or idle clients).
+    pub header_read_timeout: Duration,
+    /// Most follow requests and tail websockets at once; more get 429.
+    pub max_tails: usize,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +60,9 @@ impl Default for ApiConfig {
             max_range: Duration::from_secs(31 * 24 * 3600),
             query_timeout: Duration::from_secs(30),
             max_series: 500,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_tails: 100,
         }
     }
 }
@@ -70,6 +83,8 @@ pub struct AppState {
     /// Queries running at once: each decodes blocks into memory, so more
     /// than a few only adds memory and contention, not throughput.
     pub running: Arc<tokio::sync::Semaphore>,
+    /// Slots for follow requests and tail websockets (`max_tails`).
+    pub tails: Arc<tokio::sync::Semaphore>,
 }
 
 /// Queries that may run at once (the rest wait their turn).
@@ -79,9 +94,15 @@ impl AppState {
     /// State over `db` with default limits, a blank collector status and no
     /// shutdown signal (for tests and tools).
     pub fn new(db: Arc<Database>) -> Self {
+        Self::with_config(db, ApiConfig::default())
+    }
+
+    /// State over `db` with the limits of `config`.
+    pub fn with_config(db: Arc<Database>, config: ApiConfig) -> Self {
         Self {
             db,
-            config: ApiConfig::default(),
+            tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
+            config,
             collector: Arc::new(RwLock::new(CollectorReport::default())),
             metrics: Arc::new(metrics::Metrics::new()),
             shutdown: Shutdown::new(),
@@ -307,15 +328,4 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state)
-}
-
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -91,6 +91,7 @@ pub(super) fn follow_body(
     initial: Vec<Row>,
     format: Format,
     live: Receiver<Arc<Appended>>,
+    guard: TailGuard,
 ) -> Body {
     let matcher = Matcher::new(&log);
     // Lines written while the initial query ran arrive live too: skip those
@@ -98,9 +99,6 @@ pub(super) fn follow_body(
     let seen: HashSet<(Arc<crate::log_database::labels::Labels>, i64, Vec<u8>)> =
         initial.iter().cloned().collect();
     let first: Vec<u8> = format.rows(&initial);
-    let metrics = state.metrics.clone();
-    metrics.tail_started();
-    let guard = TailGuard(metrics);
     let shutdown = state.shutdown.clone();
     let stream = stream::unfold(
         (Some(first), live, shutdown, matcher, seen, guard, false),
@@ -145,12 +143,37 @@ pub(super) fn follow_body(
     Body::from_stream(stream)
 }
 
-/// Counts tail subscribers for `/metrics` while it lives.
-struct TailGuard(Arc<super::metrics::Metrics>);
+/// One of the `--max-tails` slots for a follow or tail, counted in
+/// `/metrics` while it lives.
+pub(super) struct TailGuard {
+    metrics: Arc<super::metrics::Metrics>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl TailGuard {
+    /// Takes a slot, or answers 429 when all are in use.
+    pub(super) fn take(state: &AppState) -> Result<Self, ApiError> {
+        let Ok(slot) = state.tails.clone().try_acquire_owned() else {
+            state.metrics.refused("max_tails");
+            return Err(ApiError {
+                status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "too many follow and tail clients at once (the limit is {}, --max-tails); try again later",
+                    state.config.max_tails
+                ),
+            });
+        };
+        state.metrics.tail_started();
+        Ok(Self {
+            metrics: state.metrics.clone(),
+            _slot: slot,
+        })
+    }
+}
 
 impl Drop for TailGuard {
     fn drop(&mut self) {
-        self.0.tail_ended();
+        self.metrics.tail_ended();
     }
 }
 
@@ -171,6 +194,7 @@ pub(super) async fn websocket(
     let limit = state.check_limit(p.number("limit")?.unwrap_or(100))?;
     let now = crate::log_database::now_ns();
     let start = p.time("start")?.unwrap_or(now - 3_600_000_000_000);
+    let guard = TailGuard::take(&state)?;
     let live = state.db.subscribe();
     let db = state.db.clone();
     let query = log.clone();
@@ -187,7 +211,7 @@ pub(super) async fn websocket(
         })
         .await?;
     backfill.reverse();
-    Ok(ws.on_upgrade(move |socket| run_socket(socket, state, log, backfill, live)))
+    Ok(ws.on_upgrade(move |socket| run_socket(socket, state, log, backfill, live, guard)))
 }
 
 async fn run_socket(
@@ -196,11 +220,10 @@ async fn run_socket(
     log: LogExpr,
     backfill: Vec<Row>,
     mut live: Receiver<Arc<Appended>>,
+    _guard: TailGuard,
 ) {
     let matcher = Matcher::new(&log);
     let shutdown = state.shutdown.clone();
-    state.metrics.tail_started();
-    let _guard = TailGuard(state.metrics.clone());
     let message = |rows: &[Row]| {
         serde_json::to_string(&TailFrame::lines(rows)).expect("tail frames serialize")
     };

@@ -205,10 +205,9 @@ fn run_into_store(
     };
 
     let state = AppState {
-        config: config.api.clone(),
         collector: status,
         shutdown: shutdown.clone(),
-        ..AppState::new(db.clone())
+        ..AppState::with_config(db.clone(), config.api.clone())
     };
     let served = runtime.block_on(api::serve(listener, state, async move {
         let _ = collected_rx.await;

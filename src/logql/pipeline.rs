@@ -329,6 +329,19 @@ mod tests {
     }
 
     #[test]
+    fn json_nested_past_the_parsers_limit_is_a_parse_error_not_a_crash() {
+        for depth in [200, 100_000] {
+            let line = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            let (labels, _) = run(r#"{app="web"} | json"#, &line).unwrap();
+            assert!(labels.contains(r#"__error__="JSONParserErr""#), "{depth}");
+        }
+        // Within serde_json's 128 levels: flattened.
+        let line = format!("{}1{}", r#"{"a":"#.repeat(100), "}".repeat(100));
+        let (labels, _) = run(r#"{app="web"} | json"#, &line).unwrap();
+        assert!(labels.contains(&format!("{}=\"1\"", vec!["a"; 100].join("_"))));
+    }
+
+    #[test]
     fn logfmt_durations_sizes_and_line_format() {
         let line = r#"ts=1 msg="hello \"you\"" took=250ms size=2MB flag"#;
         let (labels, out) = run(r#"{app="web"} | logfmt | took > 100ms and size >= 1MB | line_format "{{.msg}} in {{ .took }}""#, line).unwrap();
