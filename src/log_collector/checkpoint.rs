@@ -42,6 +42,15 @@ pub struct Checkpoint {
     /// The path the lines were labelled with (for people and for finding the
     /// file again among rotated copies).
     pub path: Arc<str>,
+    /// When the file was created (ns since the epoch), where the file
+    /// system records it: tells a reused inode with the same content from
+    /// the file itself. Absent in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born: Option<i64>,
+    /// The position of a file seen truncated: a copy of it (copytruncate)
+    /// may continue from here, after a restart too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Prefix of the keys under which a store keeps file checkpoints.
@@ -259,6 +268,8 @@ mod tests {
             offset,
             marker: 0,
             path: format!("/logs/{ino}.log").into(),
+            born: None,
+            truncated: false,
         }
     }
 

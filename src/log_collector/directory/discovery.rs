@@ -376,7 +376,10 @@ impl DirectoryCollector {
         self.by_inode.insert(inode, id);
         self.owners.insert(watch, WatchOwner::File(id));
         tracing::debug!(path = %full.display(), ?inode, "Tailing file.");
-        self.place(id)?;
+        // At start-up, files are placed once the scan has found them all.
+        if !self.starting {
+            self.place(id)?;
+        }
         self.enqueue(id);
         Ok(Some(id))
     }

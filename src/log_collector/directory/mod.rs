@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use self::batch::{Batch, FileId, LineKind};
 use self::fingerprint::{Fingerprint, MARKER_BYTES, fingerprint, marker};
-use self::placement::prefix_copy_len;
 use self::tailed::{Phase, TailedFile};
 use super::checkpoint::{Checkpoint, CheckpointKey, CheckpointSet};
 use crate::watcher::{Event, Wake, WatchId, Watcher, WatcherError};
@@ -153,6 +152,10 @@ struct Orphan {
     checkpoint: Checkpoint,
     since: Instant,
     unfinished: Option<Unfinished>,
+    /// Its file was seen truncated or rewritten: a copy with the same head
+    /// may continue from it. Without this evidence a file that merely
+    /// begins alike is a new file.
+    truncated: bool,
 }
 
 /// The bytes after the last newline of a file that was truncated.
@@ -218,6 +221,7 @@ impl DirectoryCollector {
                 (
                     checkpoint.key,
                     Orphan {
+                        truncated: checkpoint.truncated,
                         checkpoint,
                         since: now,
                         unfinished: None,
@@ -250,6 +254,13 @@ impl DirectoryCollector {
             stats: CollectorStats::default(),
         };
         collector.scan_dir(Path::new(""))?;
+        // Placed once every file is known, so whether a file's original is
+        // still under the root does not depend on the order of the scan.
+        let mut found: Vec<FileId> = collector.files.keys().copied().collect();
+        found.sort();
+        for id in found {
+            collector.place(id)?;
+        }
         collector.starting = false;
         Ok(collector)
     }
@@ -503,10 +514,24 @@ impl DirectoryCollector {
         let held: Vec<FileId> = self.held.iter().copied().collect();
         for id in held {
             if let Some(Phase::Held {
-                until: Some(until), ..
+                until: Some(until),
+                copy_of,
+                ..
             }) = self.files.get(&id).map(|f| f.phase)
                 && now >= until
             {
+                if let Some(original) = copy_of {
+                    // The truncation may have happened and not been seen
+                    // yet (its event still queued): look before deciding.
+                    if self.changed_under_us(original) {
+                        self.truncated(original)?;
+                        continue;
+                    }
+                    if let Some(file) = self.files.get_mut(&id) {
+                        tracing::debug!(path = %file.source, "Held as a copy, but its original was not truncated: reading it as a file of its own.");
+                        file.independent = true;
+                    }
+                }
                 self.place(id)?;
             }
         }
@@ -576,32 +601,24 @@ impl DirectoryCollector {
         {
             self.heads.remove(&fp);
         }
-        // Copies of this file hold only bytes it handed on: they continue
-        // after them.
-        let copies: Vec<(FileId, Option<u64>)> = self
+        // Files held as its copies were never shown to be copies (it was
+        // not truncated): each is a file of its own, read from its start.
+        let copies: Vec<FileId> = self
             .held
             .iter()
-            .filter_map(|other| {
-                let copy = self.files.get(other)?;
-                match copy.phase {
-                    Phase::Held {
-                        copy_of: Some(original),
-                        ..
-                    } if original == id => Some((*other, prefix_copy_len(copy, &file))),
-                    _ => None,
-                }
+            .filter(|other| {
+                self.files.get(other).is_some_and(|copy| {
+                    matches!(copy.phase, Phase::Held { copy_of: Some(original), .. } if original == id)
+                })
             })
+            .copied()
             .collect();
-        for (copy, verified) in copies {
-            let fp = self.files[&copy]
-                .fingerprint
-                .expect("held files have a head");
-            let result = match verified {
-                Some(offset) => self.start_copy_at(copy, fp, offset),
-                None => self.place(copy),
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "Could not place a copied file.");
+        for copy in copies {
+            if let Some(copy) = self.files.get_mut(&copy) {
+                copy.independent = true;
+            }
+            if let Err(error) = self.place(copy) {
+                tracing::warn!(%error, "Could not place a file held as a copy.");
             }
         }
         file.flush_partial(batch);

@@ -39,24 +39,46 @@ impl DirectoryCollector {
         };
         file.fingerprint = Some(fp);
         let key = file.key().expect("fingerprint just set");
-        // The same inode and head: a restart, or a rename within the root.
+        // The same inode and head: a restart, or a rename within the root —
+        // unless the inode was reused by a new file that begins alike (its
+        // birth time says so, where the file system keeps one).
+        if let Some(orphan) = self.orphans.get(&key)
+            && let (Some(was), Some(is)) = (orphan.checkpoint.born, file.born)
+            && was != is
+        {
+            tracing::info!(path = %file.source, "A new file reuses the inode of one read before; reading it from the start.");
+            // Its own checkpoint will take the old one's key.
+            self.orphans.remove(&key);
+        }
         if let Some(orphan) = self.orphans.remove(&key) {
             let resumed = resume_at(file, &orphan.checkpoint);
-            if !resumed {
+            if resumed {
+                tracing::debug!(path = %file.source, offset = orphan.checkpoint.offset, "Resuming from its checkpoint.");
+            } else {
                 tracing::info!(path = %file.source, "File changed behind its checkpoint; reading it from the start.");
                 file.seek(0, Vec::new());
             }
             file.dirty = true;
             return self.start_reading(id, fp);
         }
-        // Another inode with this head whose reading stopped: a copy made by
-        // copytruncate (or while we were down) continues where it stopped.
+        // Another inode with this head whose reading stopped may be the
+        // original of a copy made by copytruncate, which then continues
+        // where reading stopped — when the evidence says so: the original
+        // was seen truncated, or its inode is still here with other
+        // content (truncated while we were down), or the copy is named
+        // after it as rotation names copies (`app.log.1`, `app.log-2026…`).
+        // A file that merely begins like another is a new file.
         let mut copy_in_progress = false;
         let candidates: Vec<CheckpointKey> = self
             .orphans
-            .keys()
-            .filter(|k| k.fingerprint == fp)
-            .copied()
+            .iter()
+            .filter(|(k, o)| {
+                k.fingerprint == fp
+                    && (o.truncated
+                        || self.by_inode.contains_key(&(k.dev, k.ino))
+                        || named_after(&file.source, &o.checkpoint.path))
+            })
+            .map(|(k, _)| *k)
             .collect();
         for candidate in candidates {
             let checkpoint = self.orphans[&candidate].checkpoint.clone();
@@ -74,6 +96,7 @@ impl DirectoryCollector {
         // before the original is truncated.
         if let Some(&original) = self.heads.get(&fp)
             && original != id
+            && !self.files[&id].independent
         {
             let file = &self.files[&id];
             let copied = prefix_copy_len(file, &self.files[&original]);
@@ -84,33 +107,30 @@ impl DirectoryCollector {
                 return self.place(id);
             }
             let file = &self.files[&id];
-            match copied {
-                Some(verified) => {
-                    // Its bytes are the original's, read (or to be read)
-                    // there: wait for the original's truncation or end.
-                    let file = self.files.get_mut(&id).expect("checked above");
-                    tracing::debug!(path = %file.source, verified, "Holding a copy of a live file.");
-                    file.phase = Phase::Held {
-                        until: None,
-                        copy_of: Some(original),
-                        verified,
-                    };
-                    self.held.insert(id);
-                    return Ok(());
-                }
-                None => {
-                    if let Phase::Held {
-                        copy_of: Some(_),
-                        verified,
+            if let Some(verified) = copied {
+                // Its bytes are the original's so far: wait (while it is
+                // still being copied, and `rotate_wait` after) for the
+                // original's truncation, which makes it a copy.
+                let until = match file.phase {
+                    Phase::Held {
+                        until: Some(until),
+                        verified: before,
                         ..
-                    } = file.phase
-                    {
-                        // It was a copy, then grew on its own: its own
-                        // bytes start where the copy ended.
-                        return self.start_copy_at(id, fp, verified);
-                    }
-                }
+                    } if before == verified => until,
+                    _ => now + self.config.rotate_wait,
+                };
+                let file = self.files.get_mut(&id).expect("checked above");
+                tracing::debug!(path = %file.source, verified, "Holding a possible copy of a live file.");
+                file.phase = Phase::Held {
+                    until: Some(until),
+                    copy_of: Some(original),
+                    verified,
+                };
+                self.held.insert(id);
+                return Ok(());
             }
+            // Not (or no longer) a prefix of the live file: its own file.
+            self.files.get_mut(&id).expect("checked above").independent = true;
         }
         let file = self.files.get_mut(&id).expect("checked above");
         if copy_in_progress {
@@ -131,30 +151,12 @@ impl DirectoryCollector {
             }
         }
         // A new file.
+        tracing::debug!(path = %file.source, "A new file: reading it from its start.");
         if self.starting && self.config.read_from == ReadFrom::Tail {
             let (offset, window) = tail_position(&file.file)?;
             file.seek(offset, window);
             file.dirty = offset > 0;
         }
-        self.start_reading(id, fp)
-    }
-
-    /// Starts a copy after its first `offset` bytes, which its original
-    /// has handed on.
-    pub(super) fn start_copy_at(
-        &mut self,
-        id: FileId,
-        fp: Fingerprint,
-        offset: u64,
-    ) -> Result<(), CollectorError> {
-        let file = self.files.get_mut(&id).expect("caller checked");
-        tracing::debug!(path = %file.source, offset, "Starting a copy after its copied bytes.");
-        let window = window_before(&file.file, offset)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        file.seek(offset, window);
-        file.dirty = offset > 0;
         self.start_reading(id, fp)
     }
 
@@ -181,7 +183,10 @@ impl DirectoryCollector {
         tracing::info!(path = %file.source, offset = file.read_offset, "File was truncated; reading it from the start.");
         self.stats.truncations += 1;
         let old_fp = file.fingerprint;
-        let checkpoint = file.checkpoint();
+        let checkpoint = file.checkpoint().map(|c| Checkpoint {
+            truncated: true,
+            ..c
+        });
         // An unfinished last line stays with the old position: a copy that
         // takes over re-reads it whole; if none does, it is handed on as it
         // is once `rotate_wait` passes.
@@ -202,6 +207,7 @@ impl DirectoryCollector {
                     checkpoint,
                     since: Instant::now(),
                     unfinished: (!unfinished.bytes.is_empty()).then_some(unfinished),
+                    truncated: true,
                 },
             );
         }
@@ -244,6 +250,22 @@ pub(super) fn resume_at(file: &mut TailedFile, checkpoint: &Checkpoint) -> bool 
         }
         _ => false,
     }
+}
+
+/// Whether `copy` is named the way rotation names a copy of `original`:
+/// in the same directory, its name the original's with something appended.
+pub(super) fn named_after(copy: &str, original: &str) -> bool {
+    let (copy, original) = (std::path::Path::new(copy), std::path::Path::new(original));
+    let (Some(copy_name), Some(original_name)) = (copy.file_name(), original.file_name()) else {
+        return false;
+    };
+    let (copy_name, original_name) = (
+        copy_name.as_encoded_bytes(),
+        original_name.as_encoded_bytes(),
+    );
+    copy.parent() == original.parent()
+        && copy_name.len() > original_name.len()
+        && copy_name.starts_with(original_name)
 }
 
 /// If `copy` is byte for byte a prefix of `original` (same head, same bytes

@@ -23,9 +23,11 @@ pub(super) enum Phase {
     /// Too short to fingerprint (no newline, under the head size): nothing
     /// can be emitted yet, so it is not read.
     Pending,
-    /// Its head matches another file's: probably a copy made by
+    /// Its head matches another file's: perhaps a copy made by
     /// copytruncate. Not read until the original is truncated (then it takes
-    /// over the original's place) or ends, or `until` passes.
+    /// over the original's place, the one evidence that it is a copy), or
+    /// `until` passes or the original ends: then it is a file of its own,
+    /// read from its start (files may simply begin alike).
     Held {
         /// When to stop waiting and read it as a file of its own.
         until: Option<Instant>,
@@ -80,11 +82,17 @@ pub(super) struct TailedFile {
     pub queued: bool,
     /// The checkpoint moved since it was last published.
     pub dirty: bool,
+    /// Held as a possible copy and found to be a file of its own: never
+    /// held as a copy of a live file again.
+    pub independent: bool,
+    /// Its creation time (ns), where the file system records one.
+    pub born: Option<i64>,
 }
 
 impl TailedFile {
     pub fn new(id: FileId, file: File, (dev, ino): (u64, u64), source: Arc<str>) -> Self {
         Self {
+            born: birth_time(&file),
             id,
             file,
             dev,
@@ -102,6 +110,7 @@ impl TailedFile {
             at_eof: false,
             queued: false,
             dirty: false,
+            independent: false,
         }
     }
 
@@ -125,6 +134,8 @@ impl TailedFile {
             offset: self.emitted_offset(),
             marker: marker(&self.window),
             path: self.source.clone(),
+            born: self.born,
+            truncated: false,
         })
     }
 
@@ -386,4 +397,12 @@ fn pread_append(
             return Err(error);
         }
     }
+}
+
+/// When `file` was created (ns since the epoch), if the file system keeps
+/// a birth time (statx on ext4, xfs, btrfs, tmpfs).
+fn birth_time(file: &File) -> Option<i64> {
+    let created = file.metadata().ok()?.created().ok()?;
+    let since = created.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_nanos()).ok()
 }

@@ -626,3 +626,137 @@ fn an_idle_collector_sleeps() {
     );
     assert_eq!(before, after, "the collector woke up with nothing to do");
 }
+
+/// Lines per source, sorted, from everything collected so far.
+fn by_source(got: &[Got]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for g in got {
+        out.entry(g.source.clone())
+            .or_default()
+            .push(g.text.clone());
+    }
+    out
+}
+
+#[test]
+fn files_that_begin_alike_are_each_read_whole() {
+    let mut t = Tail::new();
+    // The report's case: five identical files and one sharing the first line.
+    for i in 0..5 {
+        append(
+            &t.path(&format!("same-{i}.log")),
+            "starting app\nline a\nline b\n",
+        );
+    }
+    append(&t.path("other.log"), "starting app\nother 1\n");
+    // And identical files in sub-folders, found at start and later.
+    fs::create_dir_all(t.path("a/b")).unwrap();
+    for i in 0..50 {
+        append(
+            &t.path(&format!("a/b/replica-{i}.csv")),
+            "id,name\n1,x\n2,y\n",
+        );
+    }
+    t.start();
+    for i in 0..50 {
+        append(&t.path(&format!("a/late-{i}.csv")), "id,name\n1,x\n2,y\n");
+    }
+    t.settle();
+    t.settle();
+    let got = by_source(&t.got);
+    assert_eq!(got.len(), 5 + 1 + 50 + 50, "every file was read");
+    for (source, lines) in &got {
+        let want: &[&str] = if source.ends_with("other.log") {
+            &["starting app", "other 1"]
+        } else if source.ends_with(".csv") {
+            &["id,name", "1,x", "2,y"]
+        } else {
+            &["starting app", "line a", "line b"]
+        };
+        assert_eq!(lines, want, "{source}: every line once");
+    }
+    assert_eq!(t.collector().stats().copies_adopted, 0);
+}
+
+#[test]
+fn an_identical_file_that_grows_on_its_own_is_read_from_its_start() {
+    let mut t = Tail::new();
+    append(&t.path("one.log"), &numbered("x", 0..3));
+    t.start();
+    t.pump();
+    // Begins as a byte-for-byte prefix of the live file, then diverges.
+    append(&t.path("two.log"), &numbered("x", 0..2));
+    t.pump();
+    append(&t.path("two.log"), "its own line\n");
+    t.settle();
+    let got = by_source(&t.got);
+    let two = &got[t.path("two.log").to_str().unwrap()];
+    let mut want = expect_numbered("x", 0..2);
+    want.push("its own line".into());
+    assert_eq!(two, &want);
+}
+
+#[test]
+fn a_new_file_like_a_deleted_one_is_not_taken_for_its_copy() {
+    let mut t = Tail::new();
+    let first = t.path("first.log");
+    append(&first, &numbered("same", 0..4));
+    t.start();
+    assert_eq!(t.pump().len(), 4);
+    t.stop();
+    // While down: the file is deleted and a new one with the same lines
+    // (a replica restarted, say) appears. Its inode is not the old one's.
+    fs::remove_file(&first).unwrap();
+    append(&t.path("second.log"), &numbered("same", 0..4));
+    t.start();
+    assert_eq!(t.settle(), expect_numbered("same", 0..4));
+}
+
+#[test]
+fn copytruncate_while_down_still_continues_in_the_copy() {
+    let mut t = Tail::new();
+    let live = t.path("app.log");
+    append(&live, &numbered("a", 0..5));
+    t.start();
+    assert_eq!(t.pump().len(), 5);
+    t.stop();
+    // While down: more lines, then copytruncate with the copy in the root.
+    append(&live, &numbered("a", 5..8));
+    fs::copy(&live, t.path("app.log.1")).unwrap();
+    truncate(&live);
+    append(&live, &numbered("b", 0..2));
+    t.start();
+    let mut lines = t.settle();
+    lines.sort();
+    let mut want = expect_numbered("a", 5..8);
+    want.extend(expect_numbered("b", 0..2));
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn copytruncate_across_a_restart_between_copy_and_truncate() {
+    let mut t = Tail::new();
+    let live = t.path("app.log");
+    append(&live, &numbered("a", 0..5));
+    t.start();
+    assert_eq!(t.pump().len(), 5);
+    t.stop();
+    fs::copy(&live, t.path("app.log.1")).unwrap();
+    t.start();
+    truncate(&live);
+    append(&live, &numbered("b", 0..2));
+    let mut lines = t.settle();
+    lines.sort();
+    assert_eq!(lines, expect_numbered("b", 0..2));
+}
+
+#[test]
+fn rotation_names_a_copy_after_its_original() {
+    use super::placement::named_after;
+    assert!(named_after("/l/app.log.1", "/l/app.log"));
+    assert!(named_after("/l/app.log-20261201", "/l/app.log"));
+    assert!(!named_after("/l/app.log", "/l/app.log"));
+    assert!(!named_after("/l/other.log", "/l/app.log"));
+    assert!(!named_after("/m/app.log.1", "/l/app.log"));
+    assert!(!named_after("/l/same-1.log", "/l/same-0.log"));
+}

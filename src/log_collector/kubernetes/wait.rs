@@ -128,6 +128,8 @@ mod tests {
             offset: 7,
             marker: 0,
             path: path.clone(),
+            born: None,
+            truncated: false,
         };
         let key = checkpoint.key;
         // Nothing held: the checkpoint goes out at once.
