@@ -285,7 +285,15 @@ impl Database {
                 big_head |= s.head.data.len() >= self.config.block_bytes;
                 inner.head_bytes += stream.entries.data.len() + 12 * stream.entries.len();
             }
+            // A checkpoint the store has never held means a source it did
+            // not know: its start is made durable now, so that a crash
+            // before the next flush still knows the source (and can find it
+            // again if it rotates meanwhile).
+            let mut new_source = false;
             for (key, value) in &batch.checkpoints {
+                new_source |= value.is_some()
+                    && !inner.durable.contains_key(key)
+                    && !inner.pending.contains_key(key);
                 inner.pending.insert(key.clone(), value.clone());
             }
             if self.appended.receiver_count() > 0 {
@@ -302,7 +310,7 @@ impl Database {
             // rotated away or deleted): its last lines cannot be re-read after
             // a crash, so they are made durable now.
             let source_done = batch.checkpoints.iter().any(|(_, v)| v.is_none());
-            big_head || source_done || inner.head_bytes >= self.config.flush_bytes
+            big_head || source_done || new_source || inner.head_bytes >= self.config.flush_bytes
         };
         if flush_now {
             // A failed flush keeps the entries in memory and is retried; the

@@ -123,16 +123,19 @@ fn run_model(ops: Vec<Op>) {
                         .streams
                         .push(StreamEntries::with(l, vec![(ts, line.into_bytes())]));
                 }
-                let mut finished = false;
+                let mut flushes = false;
                 if let Some((key, value)) = checkpoint {
+                    let key = format!("k{key}");
                     let value = (value % 4 != 0).then(|| vec![value]);
-                    finished = value.is_none();
-                    model.pending.insert(format!("k{key}"), value.clone());
-                    batch.checkpoints.push((format!("k{key}"), value));
+                    // Forgetting a checkpoint (a finished source) flushes,
+                    // and so does the first checkpoint of a new source.
+                    flushes = value.is_none()
+                        || (!model.durable.contains_key(&key) && !model.pending.contains_key(&key));
+                    model.pending.insert(key.clone(), value.clone());
+                    batch.checkpoints.push((key, value));
                 }
                 d.write(&batch).unwrap();
-                // Forgetting a checkpoint (a finished source) flushes.
-                if finished {
+                if flushes {
                     model.flush();
                 }
             }
@@ -563,10 +566,20 @@ fn a_finished_source_is_flushed_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = Database::open(dir.path(), manual_flush()).unwrap();
     db.write(&entry_batch(0, 0, 5, "src")).unwrap();
-    assert_eq!(db.stats().chunks, 0, "waits for the flush interval");
-    let mut done = entry_batch(0, 5, 5, "src");
+    assert_eq!(
+        db.stats().chunks,
+        1,
+        "a new source's start is made durable at once"
+    );
+    db.write(&entry_batch(0, 5, 5, "src")).unwrap();
+    assert_eq!(
+        db.stats().chunks,
+        1,
+        "then writes wait for the flush interval"
+    );
+    let mut done = entry_batch(0, 10, 5, "src");
     done.checkpoints = vec![("src".into(), None)];
     db.write(&done).unwrap();
-    assert_eq!(db.stats().chunks, 1);
+    assert_eq!(db.stats().chunks, 2);
     assert!(db.checkpoints().is_empty());
 }

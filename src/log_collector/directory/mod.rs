@@ -187,6 +187,12 @@ pub struct DirectoryCollector {
     touched: Vec<FileId>,
     /// Positions taken over by a copy or dropped, to forget in the next batch.
     superseded: Vec<CheckpointKey>,
+    /// New files whose start position goes out in this batch, before any
+    /// of their lines: whoever keeps checkpoints then knows them should
+    /// the daemon die before its first flush.
+    announce: Vec<FileId>,
+    /// Announced files, read from the next batch on.
+    announced: Vec<FileId>,
     /// Positions changed outside of reading, to publish in the next batch.
     changed: Vec<Checkpoint>,
     events: Vec<Event>,
@@ -246,6 +252,8 @@ impl DirectoryCollector {
             held: BTreeSet::new(),
             touched: Vec::new(),
             superseded: Vec::new(),
+            announce: Vec::new(),
+            announced: Vec::new(),
             changed: Vec::new(),
             events: Vec::new(),
             rescan_needed: false,
@@ -306,6 +314,10 @@ impl DirectoryCollector {
         timeout: Option<Duration>,
     ) -> Result<(), CollectorError> {
         batch.clear();
+        // Files announced in the last batch are known now: read them.
+        for id in std::mem::take(&mut self.announced) {
+            self.enqueue(id);
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut first = true;
         loop {
@@ -462,8 +474,17 @@ impl DirectoryCollector {
         }
     }
 
-    /// Adds the checkpoints of files that moved to the batch.
+    /// Adds the checkpoints of files that moved to the batch, and the start
+    /// positions of new files (which are read from the next batch on).
     fn publish(&mut self, batch: &mut Batch) {
+        for id in std::mem::take(&mut self.announce) {
+            if let Some(checkpoint) = self.files.get(&id).and_then(|f| f.checkpoint()) {
+                batch.checkpoints.push(checkpoint);
+                self.announced.push(id);
+            } else {
+                self.enqueue(id);
+            }
+        }
         batch.checkpoints.append(&mut self.changed);
         batch.forgotten.append(&mut self.superseded);
         for id in self.touched.drain(..) {

@@ -157,7 +157,16 @@ impl DirectoryCollector {
             file.seek(offset, window);
             file.dirty = offset > 0;
         }
-        self.start_reading(id, fp)
+        self.start_reading(id, fp)?;
+        // Its start position goes out before its lines (see `announce`).
+        if let Some(file) = self.files.get_mut(&id)
+            && file.queued
+        {
+            file.queued = false;
+            self.ready.retain(|r| *r != id);
+        }
+        self.announce.push(id);
+        Ok(())
     }
 
     pub(super) fn start_reading(

@@ -530,6 +530,11 @@ fn one_busy_file_does_not_starve_the_others() {
     t.config.batch_bytes = 1024 * 1024;
     t.start();
     let mut batch = Batch::default();
+    // First the start positions of both new files, then their lines.
+    t.collector()
+        .next_batch(&mut batch, Some(Duration::from_millis(200)))
+        .unwrap();
+    assert_eq!((batch.len(), batch.checkpoints.len()), (0, 2));
     t.collector()
         .next_batch(&mut batch, Some(Duration::from_millis(200)))
         .unwrap();
