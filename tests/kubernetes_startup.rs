@@ -46,7 +46,7 @@ fn stored(data: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn a_kill_in_the_first_seconds_loses_and_repeats_nothing() {
-    let mut api = FakeApiServer::start();
+    let api = FakeApiServer::start();
     api.add_pod("default", "web-1", "uid-web", "node-1", &[("app", "web")]);
     // After the daemon is up: when the rotation happens, when the kill
     // comes (ms), and how many rotations (two: the first rotated file is
