@@ -216,6 +216,15 @@ pub(super) async fn status(State(state): State<AppState>) -> Json<serde_json::Va
             "lines_split": collector.counters.lines_split,
             "files_rotated": collector.counters.files_rotated,
             "truncations": collector.counters.truncations,
+            "kubernetes": collector.kubernetes.as_ref().map(|k| json!({
+                "malformed_lines": k.malformed_lines,
+                "truncated_lines": k.truncated_lines,
+                "unrecognised_files": k.unrecognised_files,
+                "lines_without_pod_metadata": {
+                    "api_unavailable": k.without_metadata_api_unavailable,
+                    "pod_unknown": k.without_metadata_pod_unknown,
+                },
+            })),
         },
         "store": {
             "streams": store.streams,

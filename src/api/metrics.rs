@@ -30,6 +30,8 @@ fn latency_histogram() -> Histogram {
 #[derive(Default)]
 struct Totals {
     seen: std::collections::HashMap<&'static str, u64>,
+    /// The same, for `lines_without_pod_metadata` by reason.
+    reasons: std::collections::HashMap<&'static str, u64>,
 }
 
 /// Every metric.
@@ -41,6 +43,7 @@ pub struct Metrics {
     connections: Gauge,
     panics: Counter,
     refused: Family<LabelPairs, Counter>,
+    without_metadata: Family<LabelPairs, Counter>,
     counters: Vec<(&'static str, Counter)>,
     gauges: Vec<(&'static str, Gauge)>,
     checkpoint_age: Gauge<f64, AtomicU64>,
@@ -48,6 +51,18 @@ pub struct Metrics {
 }
 
 const COUNTERS: &[(&str, &str)] = &[
+    (
+        "malformed_lines",
+        "Container log lines in neither CRI nor Docker format (stored as they are).",
+    ),
+    (
+        "truncated_lines",
+        "Lines the runtime split whose pieces exceeded --max-line-bytes (stored cut).",
+    ),
+    (
+        "unrecognised_files",
+        "Files under the root that are not container logs (skipped).",
+    ),
     (
         "lines_ingested",
         "Lines read from log files and handed to the store.",
@@ -148,6 +163,12 @@ impl Metrics {
             "Requests refused to protect the daemon, by reason.",
             refused.clone(),
         );
+        let without_metadata = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "lines_without_pod_metadata",
+            "Lines stored with their file name's labels only, by reason: api_unavailable (no pod list from the API server), pod_unknown (the API server does not know the pod).",
+            without_metadata.clone(),
+        );
         let counters = COUNTERS
             .iter()
             .map(|(name, help)| {
@@ -178,6 +199,7 @@ impl Metrics {
             connections,
             panics,
             refused,
+            without_metadata,
             counters,
             gauges,
             checkpoint_age,
@@ -261,6 +283,27 @@ impl Metrics {
             ("store_partitions_dropped", store.partitions_dropped),
         ] {
             self.set_total(&mut totals, name, value);
+        }
+        if let Some(k) = &status.kubernetes {
+            for (name, value) in [
+                ("malformed_lines", k.malformed_lines),
+                ("truncated_lines", k.truncated_lines),
+                ("unrecognised_files", k.unrecognised_files),
+            ] {
+                self.set_total(&mut totals, name, value);
+            }
+            for (reason, value) in [
+                ("api_unavailable", k.without_metadata_api_unavailable),
+                ("pod_unknown", k.without_metadata_pod_unknown),
+            ] {
+                let seen = totals.reasons.entry(reason).or_insert(0);
+                if value > *seen {
+                    self.without_metadata
+                        .get_or_create(&vec![("reason".into(), reason.into())])
+                        .inc_by(value - *seen);
+                    *seen = value;
+                }
+            }
         }
         for (name, value) in [
             ("files_watched", status.files_watched),

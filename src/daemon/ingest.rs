@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::log_collector::directory::batch::Batch;
 use crate::log_collector::directory::{CollectorError, DirectoryCollector};
-use crate::log_collector::kubernetes::KubernetesCollector;
+use crate::log_collector::kubernetes::{KubernetesCollector, KubernetesStats};
 use crate::log_collector::status::CollectorReport;
 use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StreamEntries, WriteBatch};
@@ -31,8 +31,9 @@ impl StatusUpdater {
 
     /// Records a batch handed to the store; refreshes the figures if a
     /// second has passed.
-    pub fn batch_written(&mut self, collector: &DirectoryCollector) {
+    pub fn batch_written(&mut self, source: &dyn Collect) {
         let now = Instant::now();
+        let collector = source.directory();
         let stats = collector.stats();
         let mut status = self.shared.write().unwrap_or_else(|e| e.into_inner());
         status.last_checkpoint = Some(crate::log_database::now_ns());
@@ -50,6 +51,7 @@ impl StatusUpdater {
         }
         status.files_watched = stats.files_open;
         status.counters = stats;
+        status.kubernetes = source.kubernetes();
     }
 }
 
@@ -60,6 +62,10 @@ pub trait Collect: Send {
     fn next(&mut self, out: &mut WriteBatch) -> Result<(), CollectorError>;
     /// The directory collector underneath (for status figures).
     fn directory(&self) -> &DirectoryCollector;
+    /// The Kubernetes layer's counters, if this is the Kubernetes collector.
+    fn kubernetes(&self) -> Option<KubernetesStats> {
+        None
+    }
 }
 
 /// The directory collector, labelling each file's lines with its `path`.
@@ -98,6 +104,10 @@ impl Collect for KubernetesCollector {
     fn directory(&self) -> &DirectoryCollector {
         KubernetesCollector::directory(self)
     }
+
+    fn kubernetes(&self) -> Option<KubernetesStats> {
+        Some(self.stats())
+    }
 }
 
 /// Moves batches from `source` into `db` until `shutdown` or the collector
@@ -117,7 +127,7 @@ pub fn run(
         if !write_patiently(db, &write, shutdown) {
             break;
         }
-        status.batch_written(source.directory());
+        status.batch_written(&*source);
     }
     Ok(())
 }

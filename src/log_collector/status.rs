@@ -4,6 +4,7 @@
 use std::sync::RwLock;
 
 use super::directory::CollectorStats;
+use super::kubernetes::KubernetesStats;
 
 /// A collector's figures at one moment.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -21,6 +22,9 @@ pub struct CollectorReport {
     pub bytes_per_second: f64,
     /// When lines and checkpoints were last handed to the store (ns).
     pub last_checkpoint: Option<i64>,
+    /// The Kubernetes layer's counters (absent for the directory collector).
+    #[serde(skip)]
+    pub kubernetes: Option<KubernetesStats>,
 }
 
 /// Anything that can say what the collector is doing.

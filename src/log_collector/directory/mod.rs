@@ -193,6 +193,8 @@ pub struct DirectoryCollector {
     announce: Vec<FileId>,
     /// Announced files, read from the next batch on.
     announced: Vec<FileId>,
+    /// Files their consumer cannot take yet (see [`Gate`]), until when.
+    gated: HashMap<FileId, Instant>,
     /// Positions changed outside of reading, to publish in the next batch.
     changed: Vec<Checkpoint>,
     events: Vec<Event>,
@@ -201,6 +203,11 @@ pub struct DirectoryCollector {
     next_id: u64,
     stats: CollectorStats,
 }
+
+/// Asked before a file is read, with the file's source path and birth time
+/// (ns, where the file system keeps one): `None` reads it now, `Some(t)`
+/// leaves it unread until `t` (or its next change).
+pub type Gate<'g> = &'g mut dyn FnMut(&Arc<str>, Option<i64>) -> Option<Instant>;
 
 /// How long positions without a file are remembered at least.
 const ORPHAN_TTL: Duration = Duration::from_secs(60);
@@ -254,6 +261,7 @@ impl DirectoryCollector {
             superseded: Vec::new(),
             announce: Vec::new(),
             announced: Vec::new(),
+            gated: HashMap::new(),
             changed: Vec::new(),
             events: Vec::new(),
             rescan_needed: false,
@@ -313,6 +321,18 @@ impl DirectoryCollector {
         batch: &mut Batch,
         timeout: Option<Duration>,
     ) -> Result<(), CollectorError> {
+        self.next_batch_gated(batch, timeout, &mut |_, _| None)
+    }
+
+    /// [`next_batch`](Self::next_batch), reading only the files `gate`
+    /// admits: the file on disk stays the buffer for a source its consumer
+    /// cannot take yet, instead of its lines piling up in memory.
+    pub fn next_batch_gated(
+        &mut self,
+        batch: &mut Batch,
+        timeout: Option<Duration>,
+        gate: Gate<'_>,
+    ) -> Result<(), CollectorError> {
         batch.clear();
         // Files announced in the last batch are known now: read them.
         for id in std::mem::take(&mut self.announced) {
@@ -331,7 +351,7 @@ impl DirectoryCollector {
                 self.rescan_all()?;
             }
             self.service_deadlines(batch, Instant::now())?;
-            self.read_ready(batch);
+            self.read_ready(batch, gate);
             self.publish(batch);
             if !batch.is_idle() {
                 let stats = &mut self.stats;
@@ -380,11 +400,21 @@ impl DirectoryCollector {
 
     /// Gives each ready file a turn of at most `file_budget` bytes, round
     /// robin, until none is ready or the batch is full.
-    fn read_ready(&mut self, batch: &mut Batch) {
+    fn read_ready(&mut self, batch: &mut Batch, gate: Gate<'_>) {
         while batch.buffered() < self.config.batch_bytes {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
+            if let Some(file) = self.files.get_mut(&id)
+                && file.phase == Phase::Reading
+                && file.retired_at.is_none()
+                && let Some(until) = gate(&file.source, file.born)
+            {
+                // Left unread (its position unchanged) until `until`.
+                file.queued = false;
+                self.gated.insert(id, until);
+                continue;
+            }
             let more = match self.turn(id, batch) {
                 Ok(more) => more,
                 Err(error) => {
@@ -528,10 +558,21 @@ impl DirectoryCollector {
                 o.since + ORPHAN_TTL.max(self.config.rotate_wait * 2)
             }
         });
-        closes.chain(holds).chain(orphans).min()
+        let gated = self.gated.values().copied();
+        closes.chain(holds).chain(orphans).chain(gated).min()
     }
 
     fn service_deadlines(&mut self, batch: &mut Batch, now: Instant) -> Result<(), CollectorError> {
+        let due: Vec<FileId> = self
+            .gated
+            .iter()
+            .filter(|(_, until)| now >= **until)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.gated.remove(&id);
+            self.enqueue(id);
+        }
         let held: Vec<FileId> = self.held.iter().copied().collect();
         for id in held {
             if let Some(Phase::Held {
@@ -614,6 +655,7 @@ impl DirectoryCollector {
     fn close(&mut self, id: FileId, batch: &mut Batch) {
         self.retired.remove(&id);
         self.held.remove(&id);
+        self.gated.remove(&id);
         let Some(mut file) = self.files.remove(&id) else {
             return;
         };

@@ -63,7 +63,7 @@ impl KubernetesConfig {
 }
 
 /// Counters of the Kubernetes layer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KubernetesStats {
     /// Lines that were neither CRI nor Docker json (kept raw).
     pub malformed_lines: u64,
@@ -71,9 +71,17 @@ pub struct KubernetesStats {
     pub unrecognised_files: u64,
     /// Lines cut because their pieces exceeded the maximum line size.
     pub truncated_lines: u64,
-    /// Lines labelled from the file name alone (pod not in the cache).
-    pub unlabelled_lines: u64,
+    /// Lines stored with the labels of their file name alone, because the
+    /// pod list had not been received from the API server (unreachable,
+    /// slow, or not allowed) when their pod wait ended.
+    pub without_metadata_api_unavailable: u64,
+    /// Lines stored with the labels of their file name alone, because the
+    /// API server did not know their pod (a pod deleted long ago, say).
+    pub without_metadata_pod_unknown: u64,
 }
+
+/// How often a file waiting for its pod looks at the pod cache again.
+const GATE_RECHECK: Duration = Duration::from_millis(200);
 
 /// A file checkpoint plus the pieces of a split line waiting for their end.
 #[derive(Serialize, Deserialize)]
@@ -164,8 +172,8 @@ impl KubernetesCollector {
 
     /// Whether entries of `id` must wait for their pod's metadata.
     fn must_wait(&mut self, id: SourceId) -> bool {
-        let pod_known = self.sources.pod(id, &self.cache).is_some();
-        must_wait(self.sources.get(id), pod_known, self.config.pod_wait)
+        let pod = self.sources.pod_state(id, &self.cache);
+        must_wait(self.sources.get(id), pod, self.config.pod_wait)
     }
 
     /// An empty store stream for `id`'s `stream`, labelled (`None` for a
@@ -214,7 +222,21 @@ impl KubernetesCollector {
             timeout = Some(Duration::from_millis(1));
         }
         let mut batch = std::mem::take(&mut self.batch);
-        let result = self.directory.next_batch(&mut batch, timeout);
+        // A file whose pod is not known yet is not read while it may wait
+        // (the file is the buffer); the gate looks again every
+        // `GATE_RECHECK` in case the metadata arrived.
+        let (sources, cache, pod_wait) = (&mut self.sources, &self.cache, self.config.pod_wait);
+        let mut gate = |path: &Arc<str>, born: Option<i64>| {
+            let id = sources.id(path);
+            sources.born(id, born);
+            let pod = sources.pod_state(id, cache);
+            let source = sources.get(id);
+            must_wait(source, pod, pod_wait)
+                .then(|| (source.first_seen + pod_wait).min(Instant::now() + GATE_RECHECK))
+        };
+        let result = self
+            .directory
+            .next_batch_gated(&mut batch, timeout, &mut gate);
         if result.is_ok() {
             self.convert(&batch, out);
         }
@@ -343,18 +365,26 @@ impl KubernetesCollector {
         }
         for id in releasable {
             if let Some(held) = self.waiting.release(id) {
-                if self.sources.get(id).identity.is_some()
-                    && self.sources.pod(id, &self.cache).is_none()
-                {
-                    self.stats.unlabelled_lines += held.entries.len() as u64;
-                }
                 ready.extend(held.entries.into_iter().map(|j| (id, j)));
                 checkpoints.extend(held.checkpoints.into_values());
             }
         }
-        // Stages 4 and 5: label and group.
+        // Stages 4 and 5: label and group, counting what goes out without
+        // its pod's labels (once per source per batch, then per line).
+        let unavailable = !self.cache.synced() || self.cache.failing();
+        let mut without: HashMap<SourceId, bool> = HashMap::new();
         let mut grouper = Grouper::new(out);
         for (id, joined) in &ready {
+            let missing = *without.entry(*id).or_insert_with(|| {
+                self.sources.get(*id).identity.is_some()
+                    && self.sources.pod(*id, &self.cache).is_none()
+            });
+            if missing {
+                match unavailable {
+                    true => self.stats.without_metadata_api_unavailable += 1,
+                    false => self.stats.without_metadata_pod_unknown += 1,
+                }
+            }
             grouper.push(
                 *id,
                 joined.stream,

@@ -40,6 +40,11 @@ struct State {
     /// Pods seen during a relist in progress.
     relisting: Option<HashSet<(String, String)>>,
     synced: bool,
+    /// When the first full list arrived (ns since the epoch).
+    synced_at: Option<i64>,
+    /// The last attempt to list or watch failed (API server unreachable,
+    /// refusing, or too slow), and none has succeeded since.
+    failing: bool,
 }
 
 /// The shared cache of this node's pods.
@@ -77,6 +82,38 @@ impl PodCache {
     /// Whether a first full list has arrived.
     pub fn synced(&self) -> bool {
         self.state.read().unwrap_or_else(|e| e.into_inner()).synced
+    }
+
+    /// When the first full list arrived (ns since the epoch), if it has.
+    pub fn synced_at(&self) -> Option<i64> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .synced_at
+    }
+
+    /// Whether the API server cannot be reached right now.
+    pub fn failing(&self) -> bool {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).failing
+    }
+
+    /// Records whether the last list or watch attempt failed.
+    pub fn set_failing(&self, failing: bool) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.failing != failing {
+            state.failing = failing;
+            drop(state);
+            self.changed();
+        }
+    }
+
+    /// Whether a file that appeared at `appeared` (ns since the epoch)
+    /// whose pod is not cached may still get its metadata by waiting: not
+    /// while the API server is failing, and not when the pod list taken
+    /// after the file appeared did not have it (the pod is gone).
+    pub fn worth_waiting_for(&self, appeared: i64) -> bool {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        !state.failing && state.synced_at.is_none_or(|at| appeared >= at)
     }
 
     /// How many pods are cached.
@@ -141,6 +178,9 @@ impl PodCache {
             }
         }
         state.synced = true;
+        state
+            .synced_at
+            .get_or_insert_with(crate::log_database::now_ns);
         self.changed();
     }
 
@@ -188,9 +228,11 @@ pub async fn watch_pods(
         match event {
             Ok(event) => {
                 warned = false;
+                cache.set_failing(false);
                 cache.handle(event);
             }
             Err(error) => {
+                cache.set_failing(true);
                 if !warned {
                     tracing::warn!(%error, "Watching pods failed; retrying. Lines are labelled from their file names meanwhile.");
                     warned = true;

@@ -24,6 +24,9 @@ pub(super) struct Source {
     pub(super) identity: Option<FileIdentity>,
     /// When this collector first saw it (the pod wait counts from here).
     pub(super) first_seen: Instant,
+    /// When its file appeared (ns since the epoch): the file's birth time
+    /// where known, else when first seen.
+    pub(super) appeared: i64,
     /// Its pod as last looked up, and the cache generation then.
     pod: Option<(u64, Option<Arc<PodInfo>>)>,
     /// Its label sets, per stream and pod version.
@@ -56,11 +59,20 @@ impl Sources {
             path: path.clone(),
             identity,
             first_seen: Instant::now(),
+            appeared: crate::log_database::now_ns(),
             pod: None,
             labels: LabelCache::default(),
         });
         self.ids.insert(path.clone(), id);
         id
+    }
+
+    /// Records that `id`'s file was created at `born` (ns), if known.
+    pub(super) fn born(&mut self, id: SourceId, born: Option<i64>) {
+        if let Some(born) = born {
+            let source = self.get_mut(id);
+            source.appeared = source.appeared.min(born);
+        }
     }
 
     /// The id of `path`, if it has been seen.
@@ -76,6 +88,18 @@ impl Sources {
     /// The source `id`, to change.
     pub(super) fn get_mut(&mut self, id: SourceId) -> &mut Source {
         &mut self.list[id.0 as usize]
+    }
+
+    /// What the cache says of `id`'s pod.
+    pub(super) fn pod_state(&mut self, id: SourceId, cache: &PodCache) -> super::wait::PodState {
+        use super::wait::PodState;
+        if self.pod(id, cache).is_some() {
+            PodState::Known
+        } else if cache.worth_waiting_for(self.get(id).appeared) {
+            PodState::Expected
+        } else {
+            PodState::Missing
+        }
     }
 
     /// `id`'s pod, if the cache knows it; looked up again only after the

@@ -27,9 +27,21 @@ pub(super) struct Waiting {
 }
 
 /// Whether `source` must wait: a container log whose pod is not known,
-/// first seen less than `pod_wait` ago.
-pub(super) fn must_wait(source: &Source, pod_known: bool, pod_wait: Duration) -> bool {
-    source.identity.is_some() && !pod_known && source.first_seen.elapsed() < pod_wait
+/// first seen less than `pod_wait` ago, while waiting can still help.
+pub(super) fn must_wait(source: &Source, pod: PodState, pod_wait: Duration) -> bool {
+    source.identity.is_some() && pod == PodState::Expected && source.first_seen.elapsed() < pod_wait
+}
+
+/// What the pod cache says of a source's pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PodState {
+    /// Cached.
+    Known,
+    /// Not cached, but its metadata may still arrive.
+    Expected,
+    /// Not cached, and waiting will not help (see
+    /// [`PodCache::worth_waiting_for`](super::metadata::PodCache::worth_waiting_for)).
+    Missing,
 }
 
 impl Waiting {
@@ -114,9 +126,15 @@ mod tests {
             "/var/log/containers/web-1_default_nginx-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
         );
         let id = sources.id(&path);
-        assert!(must_wait(sources.get(id), false, Duration::from_secs(60)));
-        assert!(!must_wait(sources.get(id), true, Duration::from_secs(60)));
-        assert!(!must_wait(sources.get(id), false, Duration::ZERO));
+        let wait = Duration::from_secs(60);
+        assert!(must_wait(sources.get(id), PodState::Expected, wait));
+        assert!(!must_wait(sources.get(id), PodState::Known, wait));
+        assert!(!must_wait(sources.get(id), PodState::Missing, wait));
+        assert!(!must_wait(
+            sources.get(id),
+            PodState::Expected,
+            Duration::ZERO
+        ));
 
         let mut waiting = Waiting::default();
         let checkpoint = Checkpoint {
