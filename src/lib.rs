@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod log_collector;
 pub mod log_database;
 pub mod logql;
+pub mod memory;
 pub mod shutdown;
 pub mod watcher;

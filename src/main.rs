@@ -13,6 +13,7 @@ use monitoring_rs::api::ApiConfig;
 use monitoring_rs::daemon::{self, Collector, DaemonConfig, KubernetesSettings, Output};
 use monitoring_rs::log_collector::directory::{DirectoryConfig, ReadFrom};
 use monitoring_rs::log_database::Config as StoreConfig;
+use monitoring_rs::memory::MemoryLimit;
 use monitoring_rs::shutdown::Shutdown;
 use tracing_subscriber::EnvFilter;
 
@@ -115,6 +116,11 @@ struct Args {
     /// How long a query may run before it is cancelled.
     #[arg(long, env = "QUERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     query_timeout: Duration,
+
+    /// The daemon's memory ceiling (e.g. 256MiB; default: the container's
+    /// cgroup limit, if any). Near it, collection slows and queries get 503.
+    #[arg(long, env = "MEMORY_LIMIT", value_parser = parse_size)]
+    memory_limit: Option<u64>,
 
     /// Most HTTP connections open at once (more wait to be accepted).
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
@@ -219,6 +225,19 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
             "--output stdout works with --log-collector directory; the Kubernetes collector writes to the store"
         ),
     };
+    let memory = MemoryLimit::detect(args.memory_limit);
+    let mut store = StoreConfig {
+        retention_period: args.retention_period,
+        retention_size: args.retention_size,
+        ..StoreConfig::default()
+    };
+    if let Some(limit) = memory.limit {
+        // Entries waiting for a flush get an eighth of the ceiling at most.
+        let cap = |v: usize, share: u64| v.min((limit / share).max(2 << 20) as usize);
+        store.max_head_bytes = cap(store.max_head_bytes, 8);
+        store.flush_bytes = cap(store.flush_bytes, 32);
+        tracing::info!(limit, "Memory limit in force.");
+    }
     Ok(DaemonConfig {
         directory: DirectoryConfig {
             read_from: args.read_from,
@@ -229,11 +248,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         },
         output,
         data_directory: args.data_directory,
-        store: StoreConfig {
-            retention_period: args.retention_period,
-            retention_size: args.retention_size,
-            ..StoreConfig::default()
-        },
+        store,
         flush_interval: args.flush_interval,
         listen: args.listen,
         api: ApiConfig {
@@ -245,6 +260,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
             max_tails: args.max_tails,
             ..ApiConfig::default()
         },
+        memory,
     })
 }
 

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use monitoring_rs::api::{self, ApiConfig, AppState};
 use monitoring_rs::log_database::labels::Labels;
 use monitoring_rs::log_database::{Config, Database, StreamEntries, WriteBatch};
+use monitoring_rs::memory::MemoryLimit;
 use monitoring_rs::shutdown::Shutdown;
 use serde_json::{Value, json};
 
@@ -40,6 +41,10 @@ async fn server() -> Server {
 }
 
 async fn server_with(config: ApiConfig) -> Server {
+    server_with_memory(config, MemoryLimit::default()).await
+}
+
+async fn server_with_memory(config: ApiConfig, memory: MemoryLimit) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = Database::open(dir.path(), Config::default()).unwrap();
     let db = Arc::new(db);
@@ -86,6 +91,7 @@ async fn server_with(config: ApiConfig) -> Server {
     let stop = Shutdown::new();
     let state = AppState {
         shutdown: stop.clone(),
+        memory,
         ..AppState::with_config(db.clone(), config)
     };
     let stopped = stop.clone();
@@ -770,5 +776,39 @@ async fn follow_and_tail_clients_are_capped() {
         .unwrap_or_else(|| panic!("no refused count: {metrics}"));
     // The two refused above, plus any retries while the slot was freed.
     assert!(refused >= 2, "{refused}");
+    s.stop.trigger();
+}
+
+/// Past its memory ceiling the daemon takes no new query (503 that says
+/// why) but stays up and ready; the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_the_memory_limit_queries_get_503_and_the_daemon_stays_up() {
+    let s = server_with_memory(
+        ApiConfig::default(),
+        MemoryLimit {
+            limit: Some(1 << 20),
+        },
+    )
+    .await;
+    let (status, body) = s
+        .get(
+            "/loki/api/v1/query_range",
+            &[("query", r#"{app="web"}"#), all(), end()],
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("memory limit"), "{body}");
+    let (status, _) = s.get("/logs/app/web", &[]).await;
+    assert_eq!(status, 503);
+    assert_eq!(s.get("/ready", &[]).await, (200, "ready\n".into()));
+    let metrics = s.get("/metrics", &[]).await.1;
+    assert!(
+        metrics.contains(r#"monitoring_rs_http_requests_refused_total{reason="memory"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("monitoring_rs_memory_limit_bytes 1048576"),
+        "{metrics}"
+    );
     s.stop.trigger();
 }

@@ -104,6 +104,11 @@ const COUNTERS: &[(&str, &str)] = &[
 ];
 
 const GAUGES: &[(&str, &str)] = &[
+    (
+        "memory_limit_bytes",
+        "The memory ceiling (--memory-limit or the cgroup's); 0 if none.",
+    ),
+    ("resident_memory_bytes", "Resident memory of the daemon."),
     ("files_watched", "Log files open for reading."),
     (
         "collector_lag_bytes",
@@ -314,6 +319,8 @@ impl Metrics {
             ("store_raw_bytes", store.raw_bytes),
             ("store_stored_bytes", store.stored_bytes),
             ("store_memory_bytes", store.head_bytes),
+            ("memory_limit_bytes", state.memory.limit.unwrap_or(0)),
+            ("resident_memory_bytes", crate::memory::resident_bytes()),
         ] {
             self.set_gauge(name, value);
         }

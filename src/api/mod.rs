@@ -31,6 +31,7 @@ use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StoreError, TimeRange};
 use crate::logql::LogExpr;
 use crate::logql::metric::{Budget, EvalError};
+use crate::memory::{MemoryLimit, Pressure};
 use crate::shutdown::Shutdown;
 
 /// Limits of the API.
@@ -85,6 +86,8 @@ pub struct AppState {
     pub running: Arc<tokio::sync::Semaphore>,
     /// Slots for follow requests and tail websockets (`max_tails`).
     pub tails: Arc<tokio::sync::Semaphore>,
+    /// The daemon's memory ceiling: queries are refused near it.
+    pub memory: MemoryLimit,
 }
 
 /// Queries that may run at once (the rest wait their turn).
@@ -107,6 +110,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::new()),
             shutdown: Shutdown::new(),
             running: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUERIES)),
+            memory: MemoryLimit::default(),
         }
     }
 }
@@ -162,6 +166,7 @@ impl From<EvalError> for ApiError {
             | EvalError::TooManySeries(_)
             | EvalError::Invalid(_) => StatusCode::BAD_REQUEST,
             EvalError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            EvalError::OutOfMemory => StatusCode::SERVICE_UNAVAILABLE,
             // The client is gone; nobody reads this.
             EvalError::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             EvalError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -201,6 +206,13 @@ impl AppState {
         &self,
         work: impl FnOnce(Budget) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        if self.memory.pressure() >= Pressure::High {
+            self.metrics.refused("memory");
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "the daemon is near its memory limit (--memory-limit) and takes no new queries for now; try again in a few seconds".into(),
+            });
+        }
         let _permit = self.running.acquire().await.map_err(|_| ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the server is shutting down".into(),
@@ -211,6 +223,7 @@ impl AppState {
             deadline: Instant::now() + self.config.query_timeout,
             cancelled,
             max_series: self.config.max_series,
+            memory: self.memory,
         };
         tokio::task::spawn_blocking(move || work(budget))
             .await

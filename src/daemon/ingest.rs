@@ -14,6 +14,7 @@ use crate::log_collector::kubernetes::{KubernetesCollector, KubernetesStats};
 use crate::log_collector::status::CollectorReport;
 use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StreamEntries, WriteBatch};
+use crate::memory::{MemoryLimit, Pressure};
 use crate::shutdown::Shutdown;
 
 /// Keeps a shared [`CollectorReport`] fresh from the collector's thread, at most once
@@ -110,6 +111,9 @@ impl Collect for KubernetesCollector {
     }
 }
 
+/// How long the collector pauses between batches near the memory limit.
+const THROTTLE: Duration = Duration::from_millis(100);
+
 /// Moves batches from `source` into `db` until `shutdown` or the collector
 /// fails; keeps `status`.
 pub fn run(
@@ -117,9 +121,27 @@ pub fn run(
     db: &Database,
     status: &mut StatusUpdater,
     shutdown: &Shutdown,
+    memory: MemoryLimit,
 ) -> Result<(), CollectorError> {
     let mut write = WriteBatch::default();
+    let mut warned = false;
     while !shutdown.is_triggered() {
+        // Near the memory ceiling: flush what is in memory and read more
+        // slowly; the lines wait in their files.
+        if memory.pressure() >= Pressure::High {
+            if !warned {
+                tracing::warn!(
+                    limit = memory.limit,
+                    resident = crate::memory::resident_bytes(),
+                    "Near the memory limit: collecting more slowly until memory is freed."
+                );
+                warned = true;
+            }
+            let _ = db.flush();
+            std::thread::sleep(THROTTLE);
+        } else {
+            warned = false;
+        }
         source.next(&mut write)?;
         if write.streams.is_empty() && write.checkpoints.is_empty() {
             continue;

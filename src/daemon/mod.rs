@@ -25,6 +25,7 @@ use crate::log_collector::kubernetes::metadata::{PodCache, watch_pods};
 use crate::log_collector::kubernetes::{KubernetesCollector, KubernetesConfig};
 use crate::log_collector::status::CollectorReport;
 use crate::log_database::{Config as StoreConfig, Database, StoreError};
+use crate::memory::MemoryLimit;
 use crate::shutdown::Shutdown;
 use crate::watcher::{self, WatcherError};
 
@@ -86,6 +87,8 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// Limits of the API.
     pub api: ApiConfig,
+    /// The memory ceiling (see [`crate::memory`]).
+    pub memory: MemoryLimit,
 }
 
 /// Why the daemon could not start or stopped with an error; each message
@@ -188,11 +191,12 @@ fn run_into_store(
     let (collected_tx, collected_rx) = tokio::sync::oneshot::channel::<()>();
     let collecting = {
         let (db, status, shutdown) = (db.clone(), status.clone(), shutdown.clone());
+        let memory = config.memory;
         std::thread::Builder::new()
             .name("collector".into())
             .spawn(move || {
                 let mut updater = ingest::StatusUpdater::new(status);
-                let result = ingest::run(&mut *source, &db, &mut updater, &shutdown);
+                let result = ingest::run(&mut *source, &db, &mut updater, &shutdown, memory);
                 // A failing collector takes the daemon down with it.
                 shutdown.trigger();
                 tracing::info!(collector = ?source.directory().stats(), "Collector stopped.");
@@ -207,6 +211,7 @@ fn run_into_store(
     let state = AppState {
         collector: status,
         shutdown: shutdown.clone(),
+        memory: config.memory,
         ..AppState::with_config(db.clone(), config.api.clone())
     };
     let served = runtime.block_on(api::serve(listener, state, async move {
@@ -307,6 +312,7 @@ mod tests {
             flush_interval: Duration::from_secs(3600),
             listen,
             api: ApiConfig::default(),
+            memory: MemoryLimit::default(),
         };
         let shutdown = Shutdown::new();
         let running = std::thread::spawn({

@@ -46,16 +46,22 @@ pub struct Budget {
     pub cancelled: Arc<AtomicBool>,
     /// At most this many series in any intermediate result.
     pub max_series: usize,
+    /// The daemon's memory ceiling: a query stops when it gets critical.
+    pub memory: crate::memory::MemoryLimit,
 }
 
 impl Budget {
-    /// Fails once the deadline passed or the client went away.
+    /// Fails once the deadline passed, the client went away, or the daemon
+    /// is about to run out of memory.
     pub fn check(&self) -> Result<(), EvalError> {
         if self.cancelled.load(Ordering::Relaxed) {
             return Err(EvalError::Cancelled);
         }
         if Instant::now() >= self.deadline {
             return Err(EvalError::Timeout);
+        }
+        if self.memory.pressure() == crate::memory::Pressure::Critical {
+            return Err(EvalError::OutOfMemory);
         }
         Ok(())
     }
@@ -78,6 +84,11 @@ pub enum EvalError {
     /// The client went away.
     #[error("the query was cancelled")]
     Cancelled,
+    /// Stopped to keep the daemon under its memory limit.
+    #[error(
+        "the query was stopped: the daemon is near its memory limit (--memory-limit); try again later, or narrow the selector or the time range"
+    )]
+    OutOfMemory,
     /// A construct that does not apply here.
     #[error("{0}")]
     Invalid(String),
@@ -426,6 +437,7 @@ mod tests {
             deadline: Instant::now() + std::time::Duration::from_secs(10),
             cancelled: Arc::default(),
             max_series: 100,
+            memory: crate::memory::MemoryLimit::default(),
         };
         evaluate(&m, db, &steps, &budget).unwrap()
     }
