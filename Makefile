@@ -9,7 +9,7 @@ IMAGE = $(DOCKER_REGISTRY)/monitoring-rs:$(VERSION)
 # The folder `make run` tails (a small sample ships with the repository).
 ROOT ?= sample-logs
 
-.PHONY: build run test lint bench bench-collector bench-store bench-api dockertest kuberun kubecleanup
+.PHONY: build run test lint fuzz bench bench-collector bench-store bench-api dockertest kuberun kubecleanup
 
 build:
 	$(CARGO) build --release --locked
@@ -20,10 +20,17 @@ run:
 	$(CARGO) run --release --locked -- --log-collector directory --root-path $(ROOT) --data-directory .data --listen 127.0.0.1:8000
 
 # Formatting, lints, a few-second run of every `make bench` scenario
-# (correctness only), then every test (each test in its own process).
+# (correctness only), each fuzz target for a bounded time, then every test
+# (each test in its own process).
 test: lint
 	BENCH_SMOKE=1 $(CARGO) bench --locked --profile dev --bench node
+	scripts/fuzz.sh
 	$(CARGO) nextest run --locked --workspace --no-fail-fast
+
+# Each fuzz target (LogQL, runtime log lines, HTTP parameters) for
+# FUZZ_SECONDS (45) seconds; see scripts/fuzz.sh.
+fuzz:
+	scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

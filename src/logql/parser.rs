@@ -742,6 +742,34 @@ mod tests {
             let _ = parse(&q);
         }
 
+        /// Random mixes of every nestable construct, up to three times the
+        /// limit: parsed (shallow), or refused with the nesting error.
+        #[test]
+        fn deep_random_nesting_parses_or_is_refused_never_overflows(
+            layers in proptest::collection::vec(0usize..6, 0..300)
+        ) {
+            let mut q = r#"count_over_time({app="web"} | json | a="1" [1m])"#.to_string();
+            for layer in &layers {
+                q = match layer {
+                    0 => format!("({q})"),
+                    1 => format!("sum({q})"),
+                    2 => format!("sum by (app) ({q})"),
+                    3 => format!("topk(2, {q})"),
+                    4 => format!("{q} + 1"),
+                    _ => format!("1 * ({q})"),
+                };
+            }
+            let depth = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || parse(&q).map(|_| ()).map_err(|e| e.to_string()))
+                .unwrap()
+                .join()
+                .unwrap();
+            if let Err(e) = depth {
+                proptest::prop_assert!(e.contains("nests more than"), "{}", e);
+            }
+        }
+
         #[test]
         fn mutations_of_valid_queries_never_panic(cut in 0usize..80, insert in "[{}()|=!~\"`\\[\\]]{0,3}") {
             let base = r#"sum by (level) (count_over_time({app=~"web.*"} |= "err" | json | status >= 500 [5m]))"#;

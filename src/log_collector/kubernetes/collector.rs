@@ -107,7 +107,7 @@ pub struct KubernetesCollector {
     /// the pieces are handed on.
     with_pending: HashMap<String, BTreeMap<CheckpointKey, Checkpoint>>,
     /// Rotated-while-down bytes, handed on with the first batch.
-    recovered: Vec<super::rotated::Recovered>,
+    recovered: super::rotated::Recovery,
     stats: KubernetesStats,
 }
 
@@ -218,7 +218,7 @@ impl KubernetesCollector {
             (a, b) => a.or(b),
         };
         // Lines recovered from rotated files go out without waiting.
-        if !self.recovered.is_empty() {
+        if self.recovered.is_pending() {
             timeout = Some(Duration::from_millis(1));
         }
         let mut batch = std::mem::take(&mut self.batch);
@@ -282,24 +282,30 @@ impl KubernetesCollector {
         let read_at = now_ns();
         // Lines borrow from the batch (and from the recovered bytes) until
         // they are copied into the store's write.
-        let recovered = std::mem::take(&mut self.recovered);
+        // At most one batch's worth of rotated-while-down lines at a time.
+        let mut recovered = Vec::new();
+        let mut budget = self.config.directory.batch_bytes;
+        while budget > 0
+            && let Some(chunk) = self.recovered.next_chunk(budget)
+        {
+            budget = budget.saturating_sub(chunk.bytes.len().max(1));
+            recovered.push(chunk);
+        }
         let mut entries: Vec<(SourceId, Joined)> = Vec::new();
         let mut finished: Vec<CheckpointKey> = batch.forgotten.clone();
-        for recovered in &recovered {
-            let id = self.sources.id(&Arc::from(recovered.source.as_str()));
+        let mut progress: Vec<Checkpoint> = Vec::new();
+        for chunk in &recovered {
+            finished.extend(chunk.forgets);
+            progress.extend(chunk.checkpoint.clone());
+            let id = self.sources.id(&chunk.source);
             if self.sources.get(id).identity.is_none() {
                 continue;
             }
             let mut format = None;
-            for line in recovered
-                .bytes
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-            {
+            for line in chunk.bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let f = *format.get_or_insert_with(|| Format::detect(line));
                 self.decode(id, f, line, read_at, &mut entries);
             }
-            finished.extend(recovered.finishes.iter().copied());
         }
         // Lines of a file come together: look the file up once per run.
         let mut last: Option<(FileId, SourceId, bool, Format)> = None;
@@ -347,7 +353,7 @@ impl KubernetesCollector {
             }
         }
         let mut checkpoints: Vec<Checkpoint> = Vec::new();
-        for c in &batch.checkpoints {
+        for c in progress.iter().chain(&batch.checkpoints) {
             let id = self.sources.find(&c.path);
             checkpoints.extend(self.waiting.hold_checkpoint(id, c.clone()));
         }
