@@ -57,7 +57,7 @@ pub struct Recovery {
 
 struct Open {
     item: Pending,
-    reader: io::BufReader<Box<dyn Read + Send>>,
+    reader: Content,
     /// Bytes of the file's (decompressed) content read so far.
     offset: u64,
     /// The last bytes before `offset` (for the marker).
@@ -182,11 +182,11 @@ impl Recovery {
     }
 }
 
+/// A rotated file's content, plain or gunzipped on the fly.
+type Content = io::BufReader<Box<dyn Read + Send>>;
+
 /// Skips the first `n` bytes; returns the reader and the bytes before `n`.
-fn skip(
-    reader: Box<dyn Read + Send>,
-    n: u64,
-) -> io::Result<(io::BufReader<Box<dyn Read + Send>>, Vec<u8>)> {
+fn skip(reader: Box<dyn Read + Send>, n: u64) -> io::Result<(Content, Vec<u8>)> {
     let mut reader = io::BufReader::with_capacity(64 * 1024, reader);
     let before = n.saturating_sub(64);
     io::copy(&mut (&mut reader).take(before), &mut io::sink())?;
@@ -206,11 +206,10 @@ fn open(path: &Path) -> io::Result<Box<dyn Read + Send>> {
 
 /// The marker of the 64 bytes before `offset` in `path`'s content.
 fn marker_at(path: &Path, offset: u64) -> io::Result<Option<u64>> {
-    let (mut reader, window) = skip(open(path)?, offset)?;
+    let (_, window) = skip(open(path)?, offset)?;
     if (window.len() as u64) < offset.min(64) {
         return Ok(None);
     }
-    let _ = &mut reader;
     Ok(Some(marker(&window)))
 }
 
