@@ -129,7 +129,9 @@ impl Database {
                         None => inner.durable.remove(&key),
                     };
                 }
-                inner.last_flush_error = None;
+                if let Some(error) = inner.last_flush_error.take() {
+                    tracing::info!(last_error = %error, "Flushing the log store works again; nothing was lost.");
+                }
                 drop(inner);
                 self.flushes.fetch_add(1, Ordering::Relaxed);
                 if writer.manifest.since_snapshot >= 4096 {
@@ -154,11 +156,18 @@ impl Database {
                 for (key, value) in checkpoints {
                     inner.pending.entry(key).or_insert(value);
                 }
+                // Said once per streak of failures (a full disk fails every
+                // attempt); the count is in /metrics.
+                let first = inner.last_flush_error.is_none();
                 inner.last_flush_error = Some(error.to_string());
                 drop(inner);
                 self.rollback_segments(&mut writer);
                 self.flush_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "Flushing the log store failed; entries stay in memory and are retried.");
+                if first {
+                    tracing::warn!(%error, "Flushing the log store failed; entries stay in memory and are retried, and collection waits once memory for them is used up. Free space in --data-directory.");
+                } else {
+                    tracing::debug!(%error, "Flushing the log store failed again.");
+                }
                 Err(error)
             }
         }
