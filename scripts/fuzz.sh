@@ -6,7 +6,7 @@
 #
 #   scripts/fuzz.sh            # every target
 #   scripts/fuzz.sh logql      # one
-set -euo pipefail
+set -euo pipefail  # pipefail: a crash fails the run through `tail`
 cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-45}"
 targets=("$@")
@@ -27,6 +27,9 @@ fi
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   echo "fuzzing $target for ${seconds}s"
+  # libFuzzer reports every new input; keep the end (a crash's report, or
+  # the final stats).
   cargo "${toolchain[@]}" fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 |
+    tail -n 40
 done

@@ -7,7 +7,7 @@
 //! (`--retention-size`) keeps the store within its budget.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,21 +45,6 @@ impl Drop for Tmpfs<'_> {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.0).status();
     }
-}
-
-fn get(address: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let status = answer.get(9..12)?.parse().ok()?;
-    Some((status, answer))
 }
 
 #[test]
@@ -103,9 +88,9 @@ fn a_full_disk_loses_nothing_and_the_daemon_stays_up() {
         if written.is_multiple_of(10_000) {
             std::thread::sleep(Duration::from_millis(200));
             // Up and answering all along, full disk or not.
-            let (status, _) = get(daemon.address(), "/ready").expect("the daemon answers");
+            let (status, _) = daemon.get("/ready").expect("the daemon answers");
             assert_eq!(status, 200);
-            let (status, body) = get(daemon.address(), "/status").expect("status answers");
+            let (status, body) = daemon.get("/status").expect("status answers");
             assert_eq!(status, 200);
             full_seen |= !body.contains("\"flush_errors\":0");
         }
@@ -114,16 +99,16 @@ fn a_full_disk_loses_nothing_and_the_daemon_stays_up() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !full_seen && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        let (_, body) = get(daemon.address(), "/status").expect("status answers");
+        let (_, body) = daemon.get("/status").expect("status answers");
         full_seen = !body.contains("\"flush_errors\":0");
     }
     assert!(full_seen, "the disk never filled: the test proves nothing");
-    assert!(get(daemon.address(), "/ready").is_some_and(|(s, _)| s == 200));
+    assert!(daemon.get("/ready").is_some_and(|(s, _)| s == 200));
     tmpfs.resize("256m");
     // It catches up by itself.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, body) = get(daemon.address(), "/status").expect("status answers");
+        let (_, body) = daemon.get("/status").expect("status answers");
         if body.contains(&format!("\"lines_total\":{written}"))
             && body.contains("\"bytes_in_memory\":0")
         {

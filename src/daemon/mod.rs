@@ -278,20 +278,8 @@ fn start_collector(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
     use std::time::Instant;
-
-    fn get(address: SocketAddr, path: &str) -> Option<String> {
-        let mut stream = std::net::TcpStream::connect(address).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        Some(answer)
-    }
+    use testkit::daemon::get;
 
     /// With an hour's flush interval only the shutdown's final flush can
     /// make the lines durable: after `run` returns, a reopened store holds
@@ -320,7 +308,7 @@ mod tests {
             move || run(config, shutdown)
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !get(listen, "/status").is_some_and(|s| s.contains("\"lines_total\":2")) {
+        while !get(listen, "/status").is_some_and(|(_, s)| s.contains("\"lines_total\":2")) {
             assert!(Instant::now() < deadline, "the daemon never read the file");
             std::thread::sleep(Duration::from_millis(20));
         }

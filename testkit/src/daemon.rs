@@ -7,6 +7,27 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// `GET path` over a plain socket (no client library, so it works from any
+/// test thread): the status code and the body, or `None` if nothing
+/// answered.
+pub fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: monitoring-rs\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let status = answer.get(9..12)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_owned()))
+}
+
 /// A free TCP port on `ip`, as the kernel hands it out.
 pub fn free_port(ip: IpAddr) -> u16 {
     TcpListener::bind((ip, 0))
@@ -121,6 +142,11 @@ impl Daemon {
     /// Where the API listens.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// `GET path` on the daemon's API (see [`get`]).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        get(self.address, path)
     }
 
     /// The process id (for /proc figures).
