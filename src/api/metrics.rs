@@ -109,6 +109,14 @@ const GAUGES: &[(&str, &str)] = &[
         "The memory ceiling (--memory-limit or the cgroup's); 0 if none.",
     ),
     ("resident_memory_bytes", "Resident memory of the daemon."),
+    (
+        "pending_piece_bytes",
+        "Bytes of split container log lines waiting for their end.",
+    ),
+    (
+        "waiting_for_metadata_bytes",
+        "Bytes of entries held for their pod's metadata.",
+    ),
     ("files_watched", "Log files open for reading."),
     (
         "collector_lag_bytes",
@@ -290,6 +298,8 @@ impl Metrics {
             self.set_total(&mut totals, name, value);
         }
         if let Some(k) = &status.kubernetes {
+            self.set_gauge("pending_piece_bytes", k.pending_piece_bytes);
+            self.set_gauge("waiting_for_metadata_bytes", k.waiting_bytes);
             for (name, value) in [
                 ("malformed_lines", k.malformed_lines),
                 ("truncated_lines", k.truncated_lines),

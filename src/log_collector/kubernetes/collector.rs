@@ -78,6 +78,10 @@ pub struct KubernetesStats {
     /// Lines stored with the labels of their file name alone, because the
     /// API server did not know their pod (a pod deleted long ago, say).
     pub without_metadata_pod_unknown: u64,
+    /// Bytes of split lines waiting for their end (now).
+    pub pending_piece_bytes: u64,
+    /// Bytes of entries held for their pod's metadata (now).
+    pub waiting_bytes: u64,
 }
 
 /// How often a file waiting for its pod looks at the pod cache again.
@@ -161,6 +165,8 @@ impl KubernetesCollector {
     pub fn stats(&self) -> KubernetesStats {
         KubernetesStats {
             unrecognised_files: self.sources.unrecognised,
+            pending_piece_bytes: self.joiner.pending_bytes() as u64,
+            waiting_bytes: self.waiting.held_bytes() as u64,
             ..self.stats.clone()
         }
     }

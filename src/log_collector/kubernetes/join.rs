@@ -104,6 +104,11 @@ impl Joiner {
         })
     }
 
+    /// Bytes of pieces waiting for their line's end, over all streams.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.values().map(|p| p.message.len()).sum()
+    }
+
     /// The pieces waiting for `source` (to keep with its checkpoint).
     pub fn pending_for(&self, source: &str) -> Vec<(Stream, Pending)> {
         self.pending

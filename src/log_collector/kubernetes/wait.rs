@@ -75,6 +75,15 @@ impl Waiting {
         }
     }
 
+    /// Bytes of the entries held.
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held
+            .values()
+            .flat_map(|h| &h.entries)
+            .map(|e| e.message.len())
+            .sum()
+    }
+
     /// The sources holding something.
     pub(super) fn sources(&self) -> Vec<SourceId> {
         self.held.keys().copied().collect()
