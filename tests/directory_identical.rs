@@ -30,13 +30,12 @@ fn files_that_begin_alike_and_a_copytruncate_lose_and_repeat_nothing() {
     fs::create_dir_all(root.join("replicas/a")).unwrap();
     // What each file must end up with, by path.
     let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let put =
-        |path: std::path::PathBuf, text: &str, want: &mut BTreeMap<String, Vec<String>>| {
-            append(&path, text);
-            want.entry(path.to_string_lossy().into_owned())
-                .or_default()
-                .extend(text.lines().map(str::to_owned));
-        };
+    let put = |path: std::path::PathBuf, text: &str, want: &mut BTreeMap<String, Vec<String>>| {
+        append(&path, text);
+        want.entry(path.to_string_lossy().into_owned())
+            .or_default()
+            .extend(text.lines().map(str::to_owned));
+    };
     for i in 0..300 {
         put(
             root.join(format!("same-{i:03}.log")),

@@ -406,6 +406,13 @@ impl DirectoryCollector {
                 break;
             };
             if let Some(file) = self.files.get_mut(&id)
+                && file.unannounced
+            {
+                // Read from the next batch on, once its start is handed on.
+                file.queued = false;
+                continue;
+            }
+            if let Some(file) = self.files.get_mut(&id)
                 && file.phase == Phase::Reading
                 && file.retired_at.is_none()
                 && let Some(until) = gate(&file.source, file.born)
@@ -508,11 +515,12 @@ impl DirectoryCollector {
     /// positions of new files (which are read from the next batch on).
     fn publish(&mut self, batch: &mut Batch) {
         for id in std::mem::take(&mut self.announce) {
-            if let Some(checkpoint) = self.files.get(&id).and_then(|f| f.checkpoint()) {
-                batch.checkpoints.push(checkpoint);
+            if let Some(file) = self.files.get_mut(&id) {
+                file.unannounced = false;
+                if let Some(checkpoint) = file.checkpoint() {
+                    batch.checkpoints.push(checkpoint);
+                }
                 self.announced.push(id);
-            } else {
-                self.enqueue(id);
             }
         }
         batch.checkpoints.append(&mut self.changed);

@@ -157,16 +157,11 @@ impl DirectoryCollector {
             file.seek(offset, window);
             file.dirty = offset > 0;
         }
-        self.start_reading(id, fp)?;
-        // Its start position goes out before its lines (see `announce`).
-        if let Some(file) = self.files.get_mut(&id)
-            && file.queued
-        {
-            file.queued = false;
-            self.ready.retain(|r| *r != id);
-        }
+        // Its start position goes out before its lines (see `announce`):
+        // until then a turn skips it.
+        file.unannounced = true;
         self.announce.push(id);
-        Ok(())
+        self.start_reading(id, fp)
     }
 
     pub(super) fn start_reading(

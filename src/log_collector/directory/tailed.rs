@@ -87,6 +87,8 @@ pub(super) struct TailedFile {
     pub independent: bool,
     /// Its creation time (ns), where the file system records one.
     pub born: Option<i64>,
+    /// New, and its start position not yet handed on: not read until it is.
+    pub unannounced: bool,
 }
 
 impl TailedFile {
@@ -111,6 +113,7 @@ impl TailedFile {
             queued: false,
             dirty: false,
             independent: false,
+            unannounced: false,
         }
     }
 
