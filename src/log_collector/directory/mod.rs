@@ -617,8 +617,17 @@ impl DirectoryCollector {
             }
             // One last read: a writer may have added bytes without an event
             // reaching us yet.
-            if file.phase == Phase::Reading && self.turn(id, batch)? {
-                continue;
+            if file.phase == Phase::Reading {
+                match self.turn(id, batch) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(error) => {
+                        // Gone from the root and unreadable: closing it is
+                        // all that is left; the collector itself goes on.
+                        self.stats.read_errors += 1;
+                        tracing::warn!(%error, "A rotated or deleted log file cannot be read to its end; closing it.");
+                    }
+                }
             }
             let file = &self.files[&id];
             if file.last_data > quiet_since {
