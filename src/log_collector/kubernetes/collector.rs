@@ -63,7 +63,7 @@ impl KubernetesConfig {
 }
 
 /// Counters of the Kubernetes layer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KubernetesStats {
     /// Lines that were neither CRI nor Docker json (kept raw).
     pub malformed_lines: u64,

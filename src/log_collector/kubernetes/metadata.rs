@@ -257,6 +257,29 @@ mod tests {
     }
 
     #[test]
+    fn waiting_for_a_pod_helps_only_while_its_metadata_can_still_come() {
+        let cache = PodCache::default();
+        let now = crate::log_database::now_ns();
+        assert!(cache.worth_waiting_for(now), "no list yet: it may come");
+        let before = cache.generation();
+        cache.set_failing(true);
+        assert!(cache.generation() > before, "files waiting look again");
+        assert!(!cache.worth_waiting_for(now), "the API server is failing");
+        cache.set_failing(false);
+        cache.handle(Event::Init);
+        cache.handle(Event::InitDone);
+        let second = 1_000_000_000;
+        assert!(
+            !cache.worth_waiting_for(now - 60 * second),
+            "older than the list that lacks its pod"
+        );
+        assert!(
+            cache.worth_waiting_for(crate::log_database::now_ns() + second),
+            "newer than the list: its pod may be on its way"
+        );
+    }
+
+    #[test]
     fn deletes_and_relists_keep_pods_for_a_grace_period() {
         let cache = PodCache::default();
         cache.handle(Event::Init);
