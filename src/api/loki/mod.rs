@@ -285,14 +285,20 @@ fn top(value: Value, limit: usize) -> Value {
     }
 }
 
+/// The range (checked against the maximum) and series limit of a volume
+/// request.
+fn volume_window(state: &AppState, p: &Params) -> Result<(TimeRange, usize), ApiError> {
+    let range = p.range(HOUR)?;
+    state.check_range(range)?;
+    Ok((range, p.number("limit")?.unwrap_or(100)))
+}
+
 /// `GET /loki/api/v1/index/volume`: bytes per series over `[start, end]`.
 pub(super) async fn volume(
     State(state): State<AppState>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
-    let range = p.range(HOUR)?;
-    state.check_range(range)?;
-    let limit = p.number("limit")?.unwrap_or(100);
+    let (range, limit) = volume_window(&state, &p)?;
     let expr = volume_expr(&p, range.span())?;
     let steps = Steps {
         start: range.last(),
@@ -308,9 +314,7 @@ pub(super) async fn volume_range(
     State(state): State<AppState>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
-    let range = p.range(HOUR)?;
-    state.check_range(range)?;
-    let limit = p.number("limit")?.unwrap_or(100);
+    let (range, limit) = volume_window(&state, &p)?;
     let steps = steps(&p, range)?;
     let value = evaluate_steps(&state, volume_expr(&p, steps.step)?, steps).await?;
     Ok(answer(shapes::matrix(top(value, limit), &steps)))
