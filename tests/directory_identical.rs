@@ -10,18 +10,8 @@ use std::time::{Duration, Instant};
 
 use monitoring_rs::log_database::query::{MatchOp, Matcher, Query};
 use monitoring_rs::log_database::{Config, Database};
+use testkit::append;
 use testkit::daemon::DaemonCommand;
-
-fn append(path: &std::path::Path, text: &str) {
-    use std::io::Write;
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-}
 
 #[test]
 fn files_that_begin_alike_and_a_copytruncate_lose_and_repeat_nothing() {

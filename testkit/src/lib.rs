@@ -23,3 +23,16 @@ pub fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
 }
+
+/// Appends `text` to the file at `path`, creating it if needed, as a
+/// logging program would (one `write` per call).
+pub fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+        .write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot append to {}: {e}", path.display()));
+}

@@ -405,22 +405,22 @@ impl DirectoryCollector {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
-            if let Some(file) = self.files.get_mut(&id)
-                && file.unannounced
-            {
-                // Read from the next batch on, once its start is handed on.
-                file.queued = false;
-                continue;
-            }
-            if let Some(file) = self.files.get_mut(&id)
-                && file.phase == Phase::Reading
-                && file.retired_at.is_none()
-                && let Some(until) = gate(&file.source, file.born)
-            {
-                // Left unread (its position unchanged) until `until`.
-                file.queued = false;
-                self.gated.insert(id, until);
-                continue;
+            if let Some(file) = self.files.get_mut(&id) {
+                // A new file is read from the next batch on, once its start
+                // is handed on.
+                if file.unannounced {
+                    file.queued = false;
+                    continue;
+                }
+                if file.phase == Phase::Reading
+                    && file.retired_at.is_none()
+                    && let Some(until) = gate(&file.source, file.born)
+                {
+                    // Left unread (its position unchanged) until `until`.
+                    file.queued = false;
+                    self.gated.insert(id, until);
+                    continue;
+                }
             }
             let more = match self.turn(id, batch) {
                 Ok(more) => more,

@@ -13,6 +13,7 @@ use crate::log_collector::checkpoint::CheckpointSet;
 use crate::watcher::EventKind;
 use crate::watcher::inotify::InotifyWatcher;
 use crate::watcher::mock::{MockHandle, mock_watcher};
+use testkit::append;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Got {
@@ -127,16 +128,6 @@ impl Tail {
 
 fn texts(got: &[Got]) -> Vec<String> {
     got.iter().map(|g| g.text.clone()).collect()
-}
-
-fn append(path: &Path, text: &str) {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
 }
 
 fn truncate(path: &Path) {
