@@ -161,6 +161,7 @@ pub(super) async fn logs(
     let log = LogExpr {
         selector: vec![Matcher::equal(&key, &value)],
         stages,
+        unwrap: None,
     };
     // Subscribe before querying, so nothing written in between is missed.
     let guard = follow.then(|| tail::TailGuard::take(&state)).transpose()?;

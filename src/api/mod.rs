@@ -164,6 +164,7 @@ impl From<EvalError> for ApiError {
         let status = match &error {
             EvalError::Store(StoreError::Query(_))
             | EvalError::TooManySeries(_)
+            | EvalError::Pipeline { .. }
             | EvalError::Invalid(_) => StatusCode::BAD_REQUEST,
             EvalError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             EvalError::OutOfMemory => StatusCode::SERVICE_UNAVAILABLE,

@@ -113,6 +113,20 @@ pub fn validate_selector(selector: &[Matcher]) -> Result<(), QueryError> {
     }
 }
 
+/// A line test the query language defines (pattern and IP filters), run
+/// by the store like the built-in filters.
+pub trait LineTest: std::fmt::Debug + Send + Sync {
+    /// Whether a line passes.
+    fn keeps(&self, line: &[u8]) -> bool;
+
+    /// Whether a block whose lines are `data` (back to back) may hold a
+    /// line that passes; `true` when unsure.
+    fn may_match(&self, data: &[u8]) -> bool {
+        let _ = data;
+        true
+    }
+}
+
 /// A filter on line content.
 #[derive(Clone, Debug)]
 pub enum LineFilter {
@@ -124,6 +138,10 @@ pub enum LineFilter {
     Regex(BytesRegex),
     /// `!~ "re"`
     NotRegex(BytesRegex),
+    /// `|= "a" or "b"`: any of them.
+    Any(Vec<LineFilter>),
+    /// A test of the query language (`|> "<_> x"`, `|= ip("10.0.0.0/8")`).
+    Test(std::sync::Arc<dyn LineTest>),
 }
 
 impl LineFilter {
@@ -137,13 +155,26 @@ impl LineFilter {
         }
     }
 
-    /// A needle every kept line must contain, if this filter has one: a
-    /// block without it anywhere can be skipped whole.
+    /// A needle every kept line must contain, if this filter has one: the
+    /// store then searches a block for it once instead of every line.
     pub fn required(&self) -> Option<&Finder<'static>> {
         match self {
             // The empty needle is in every line, including empty ones.
             Self::Contains(finder) if !finder.needle().is_empty() => Some(finder),
             _ => None,
+        }
+    }
+
+    /// Whether a block whose line bytes are `data` (back to back) can
+    /// hold a line this filter keeps: a block without a required needle
+    /// anywhere is skipped whole.
+    pub fn may_match(&self, data: &[u8]) -> bool {
+        match self {
+            // The empty needle is in every line, including empty ones.
+            Self::Contains(finder) => finder.needle().is_empty() || finder.find(data).is_some(),
+            Self::Any(branches) => branches.iter().any(|b| b.may_match(data)),
+            Self::Test(test) => test.may_match(data),
+            _ => true,
         }
     }
 
@@ -171,6 +202,8 @@ impl LineFilter {
             Self::NotContains(finder) => finder.find(line).is_none(),
             Self::Regex(re) => re.is_match(line),
             Self::NotRegex(re) => !re.is_match(line),
+            Self::Any(branches) => branches.iter().any(|b| b.keeps(line)),
+            Self::Test(test) => test.keeps(line),
         }
     }
 }
@@ -232,10 +265,7 @@ impl Query {
     /// Whether a block whose line bytes are `data` (back to back) can hold a
     /// kept line at all: one search over the block instead of one per line.
     pub fn may_match(&self, data: &[u8]) -> bool {
-        self.filters
-            .iter()
-            .filter_map(LineFilter::required)
-            .all(|finder| finder.find(data).is_some())
+        self.filters.iter().all(|f| f.may_match(data))
     }
 }
 
@@ -257,8 +287,13 @@ mod tests {
     #[test]
     fn an_empty_needle_keeps_every_line() {
         let f = LineFilter::contains(b"", false);
-        assert!(f.required().is_none());
+        assert!(f.may_match(b""));
         assert!(f.keeps(b""));
+        let any = LineFilter::Any(vec![
+            LineFilter::contains(b"a", false),
+            LineFilter::contains(b"b", false),
+        ]);
+        assert!(any.may_match(b"xxb") && !any.may_match(b"xyz"));
     }
 
     #[test]

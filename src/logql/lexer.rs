@@ -29,6 +29,12 @@ pub enum Tok {
     Neq,
     /// `!~`
     NotTilde,
+    /// `|>`
+    PipeGt,
+    /// `!>`
+    NotGt,
+    /// `--strict`, `--keep-empty`.
+    Flag(String),
     /// `=`
     Eq,
     /// `=~`
@@ -78,6 +84,7 @@ impl Tok {
             Tok::Num(n) => format!("number {n}"),
             Tok::Duration(_) => "a duration".into(),
             Tok::Bytes(_) => "a byte size".into(),
+            Tok::Flag(f) => format!("'--{f}'"),
             Tok::Eof => "end of query".into(),
             other => format!("'{}'", symbol(other)),
         }
@@ -98,6 +105,8 @@ fn symbol(t: &Tok) -> &'static str {
         Tok::PipeTilde => "|~",
         Tok::Neq => "!=",
         Tok::NotTilde => "!~",
+        Tok::PipeGt => "|>",
+        Tok::NotGt => "!>",
         Tok::Eq => "=",
         Tok::EqTilde => "=~",
         Tok::EqEq => "==",
@@ -163,26 +172,13 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     Some(total)
 }
 
-/// Parses a byte size like `1.5MB`, `20KiB` or a bare number of bytes.
+/// Parses a byte size literal like `1.5MB`, `20KiB`, `2PB`: a number and
+/// a unit ending in `B` (go-humanize's units, case-insensitive).
 pub fn parse_bytes(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let number: f64 = text[..split].parse().ok()?;
-    let unit = match text[split..].trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1.0,
-        "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "KIB" => 1024.0,
-        "MIB" => 1048576.0,
-        "GIB" => 1073741824.0,
-        "TIB" => 1099511627776.0,
-        _ => return None,
-    };
-    Some(number * unit)
+    if !text.ends_with(['b', 'B']) {
+        return None;
+    }
+    super::convert::parse_humanized_bytes(text)
 }
 
 /// Splits a query into tokens.
@@ -208,11 +204,37 @@ pub fn lex(input: &str) -> Result<Vec<Token>, ParseError> {
             advance(1, &mut i, &mut col);
             continue;
         }
+        if c == '#' {
+            // A comment, to the end of the line.
+            while i < chars.len() && chars[i] != '\n' {
+                advance(1, &mut i, &mut col);
+            }
+            continue;
+        }
         let next = chars.get(i + 1).copied();
+        if c == '-' && next == Some('-') {
+            let mut j = i + 2;
+            while j < chars.len()
+                && (chars[j].is_ascii_alphanumeric() || chars[j] == '-' || chars[j] == '_')
+            {
+                j += 1;
+            }
+            if j > i + 2 {
+                out.push(Token {
+                    tok: Tok::Flag(chars[i + 2..j].iter().collect()),
+                    line: start_line,
+                    col: start_col,
+                });
+                advance(j - i, &mut i, &mut col);
+                continue;
+            }
+        }
         let two = |t: Tok| (t, 2);
         let (tok, len) = match (c, next) {
             ('|', Some('=')) => two(Tok::PipeEq),
             ('|', Some('~')) => two(Tok::PipeTilde),
+            ('|', Some('>')) => two(Tok::PipeGt),
+            ('!', Some('>')) => two(Tok::NotGt),
             ('!', Some('=')) => two(Tok::Neq),
             ('!', Some('~')) => two(Tok::NotTilde),
             ('=', Some('~')) => two(Tok::EqTilde),
@@ -391,5 +413,10 @@ mod tests {
         assert_eq!(toks[2].tok, Tok::Bytes(20_000_000));
         assert_eq!(toks[3].tok, Tok::Num(0.001));
         assert!(lex("\"open").is_err());
+        let toks = lex("{a=\"b\"} # all of it\n |> \"<_>\" | logfmt --keep-empty").unwrap();
+        let kinds: Vec<Tok> = toks.iter().map(|t| t.tok.clone()).collect();
+        assert!(kinds.contains(&Tok::PipeGt));
+        assert!(kinds.contains(&Tok::Flag("keep-empty".into())));
+        assert_eq!(toks[5].line, 2, "the comment ends at the newline");
     }
 }

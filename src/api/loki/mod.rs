@@ -1,6 +1,8 @@
 //! The Loki read API: same paths, parameters and JSON shapes as Loki, so
 //! Grafana's Loki data source and logcli work unchanged.
 
+#[cfg(test)]
+mod cases;
 pub(crate) mod shapes;
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use crate::log_database::labels::Labels;
 use crate::log_database::query::{Direction, Matcher};
 use crate::log_database::{IndexStats, TimeRange};
 use crate::logql::metric::{Steps, Value, evaluate};
-use crate::logql::{AggregateOp, Expr, Grouping, LogExpr, MetricExpr, RangeFunc, parse};
+use crate::logql::{AggregateOp, Expr, Grouping, LogExpr, MetricExpr, RangeExpr, RangeFunc, parse};
 
 const HOUR: i64 = 3_600_000_000_000;
 /// Most points a series may have, as in Prometheus and Loki.
@@ -138,7 +140,14 @@ pub(super) async fn query_range(
         }
         Expr::Metric(metric) => {
             let steps = steps(&p, range)?;
-            let value = evaluate_steps(&state, metric, steps).await?;
+            let value = match evaluate_steps(&state, metric, steps).await? {
+                // A range query lists series by labels, whatever `sort` did.
+                Value::Matrix(mut m) => {
+                    m.sort_by(|a, b| a.labels.cmp(&b.labels));
+                    Value::Matrix(m)
+                }
+                scalar => scalar,
+            };
             Ok(answer(shapes::matrix(value, &steps)))
         }
     }
@@ -262,14 +271,18 @@ fn volume_expr(p: &Params, range: i64) -> Result<MetricExpr, ApiError> {
             labels,
         }),
         param: None,
-        inner: Box::new(MetricExpr::Range {
+        inner: Box::new(MetricExpr::Range(Box::new(RangeExpr {
             func: RangeFunc::BytesOverTime,
             log: LogExpr {
                 selector,
                 stages: Vec::new(),
+                unwrap: None,
             },
             range: range.max(1),
-        }),
+            offset: 0,
+            grouping: None,
+            param: None,
+        }))),
     })
 }
 
