@@ -168,9 +168,15 @@ proptest::proptest! {
     }
 
     #[test]
-    fn mutations_of_valid_queries_never_panic(cut in 0usize..80, insert in "[{}()|=!~\"`\\[\\]]{0,3}") {
-        let base = r#"sum by (level) (count_over_time({app=~"web.*"} |= "err" | json | status >= 500 [5m]))"#;
-        let cut = cut.min(base.len());
+    fn mutations_of_valid_queries_never_panic(which in 0usize..4, cut in 0usize..200, insert in "[{}()|=!~\"`\\[\\]<>#$.]{0,3}") {
+        let bases = [
+            r#"sum by (level) (count_over_time({app=~"web.*"} |= "err" | json | status >= 500 [5m]))"#,
+            r#"quantile_over_time(0.9, {a="b"} |= "x" or "y" | logfmt --strict h, f="g" | unwrap duration(t) | __error__="" [1m] offset 5m) by (h)"#,
+            r#"rate({a="b"} |> "<_> <m> <_>" | pattern "<ip> <_>" | label_format x=`{{ .ip | trunc 3 }}` | drop y, z="1" [1m]) / on (a) group_left (b) sum by (a) (rate({a="c"}[1m])) > bool 1"#,
+            r#"{a="b"} | json p="x.y[0]" | regexp "(?P<n>\\d+)" | addr = ip("10.0.0.0/8") | keep n | line_format "{{ if eq .n \"1\" }}one{{ else }}{{ printf \"%05d\" .n }}{{ end }}""#,
+        ];
+        let base = bases[which];
+        let cut = (cut.min(base.len())..=base.len()).find(|&i| base.is_char_boundary(i)).unwrap_or(base.len());
         let q = format!("{}{}{}", &base[..cut], insert, &base[cut..]);
         let _ = parse(&q);
     }

@@ -218,6 +218,7 @@ fn errors_are_clear_and_output_is_bounded() {
         r#"{{ toDate "2006-01-02" "nope" }}"#,
         r#"{{ toDateInZone "2006" "Mars/Base" "2021" }}"#,
         r#"{{ duration "1d" }}"#,
+        "{{ range 1000000000000 }}{{ end }}",
     ] {
         let t = Template::parse(failing).unwrap();
         assert!(t.render(&entry).is_err(), "{failing}");

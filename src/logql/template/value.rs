@@ -228,6 +228,11 @@ impl<'c> State<'c> {
                             .into_iter()
                             .map(|(k, v)| (Value::Str(k), Value::Str(v)))
                             .collect(),
+                        Value::Int(n) if n > MAX_OUTPUT as i64 => {
+                            return Err(exec(format!(
+                                "range over {n}: more than {MAX_OUTPUT} turns"
+                            )));
+                        }
                         Value::Int(n) => (0..n.max(0))
                             .map(|i| (Value::Int(i), Value::Int(i)))
                             .collect(),
