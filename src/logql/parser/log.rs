@@ -61,6 +61,23 @@ const STAGE_WORDS: &[&str] = &[
 ];
 
 impl Parser {
+    /// Whether the token after this one compares (`name=…`, `name > …`):
+    /// then a stage word like `json` here is a label name.
+    fn comparison_follows(&self) -> bool {
+        matches!(
+            self.peek_at(1),
+            Tok::Eq
+                | Tok::EqEq
+                | Tok::Neq
+                | Tok::EqTilde
+                | Tok::NotTilde
+                | Tok::Lt
+                | Tok::Le
+                | Tok::Gt
+                | Tok::Ge
+        )
+    }
+
     pub(super) fn log_expr(&mut self) -> Result<LogExpr, ParseError> {
         let selector = self.selector()?;
         let (stages, unwrap) = self.stages()?;
@@ -201,19 +218,7 @@ impl Parser {
                 return Err(self.expected("a parser (json, logfmt, pattern, regexp, unpack), a formatter (line_format, label_format), drop, keep, decolorize or a label filter after '|'"));
             }
         };
-        let is_stage = STAGE_WORDS.contains(&word.as_str())
-            && !matches!(
-                self.peek_at(1),
-                Tok::Eq
-                    | Tok::EqEq
-                    | Tok::Neq
-                    | Tok::EqTilde
-                    | Tok::NotTilde
-                    | Tok::Lt
-                    | Tok::Le
-                    | Tok::Gt
-                    | Tok::Ge
-            );
+        let is_stage = STAGE_WORDS.contains(&word.as_str()) && !self.comparison_follows();
         if !is_stage {
             return Ok(Stage::Labels(self.predicate()?));
         }
@@ -436,18 +441,7 @@ impl Parser {
             let t = self.here().clone();
             if let Tok::Ident(w) = &t.tok
                 && STAGE_WORDS.contains(&w.as_str())
-                && !matches!(
-                    self.peek_at(1),
-                    Tok::Eq
-                        | Tok::EqEq
-                        | Tok::Neq
-                        | Tok::EqTilde
-                        | Tok::NotTilde
-                        | Tok::Lt
-                        | Tok::Le
-                        | Tok::Gt
-                        | Tok::Ge
-                )
+                && !self.comparison_follows()
             {
                 return Err(self.error_at(&t, "only label filters may follow unwrap".into()));
             }
@@ -478,7 +472,7 @@ impl Parser {
                 let and = p.peek_word("and") || p.peek() == &Tok::Comma;
                 // `a="x" b="y"`: a space is an `and` too.
                 let bare = matches!(p.peek(), Tok::Ident(w) if w != "or" && w != "and" && w != "by" && w != "without" && w != "offset")
-                    && matches!(p.peek_at(1), Tok::Eq | Tok::EqEq | Tok::Neq | Tok::EqTilde | Tok::NotTilde | Tok::Lt | Tok::Le | Tok::Gt | Tok::Ge);
+                    && p.comparison_follows();
                 if !(or || and || bare) {
                     return Ok(lhs);
                 }
