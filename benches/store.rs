@@ -253,25 +253,30 @@ fn query_phase(dir: &Path) {
     // bytes over the CPU time the query took.
     let at = monitoring_rs::log_database::now_ns() + 3_600_000_000_000;
     let all = r#"{namespace=~"ns-.*"}"#;
-    for (name, stages) in [
-        ("|= \"timeout\"", r#"|= "timeout""#),
-        ("| json | level=\"error\"", r#"| json | level="error""#),
-        ("| logfmt", "| logfmt"),
+    for (name, query) in [
         (
-            "| pattern",
-            r#"| pattern "<ip> - - <_> \"<method> <path> <_>\" <status> <_>""#,
+            "|= \"timeout\"",
+            format!(r#"sum(count_over_time({all} |= "timeout" [4h]))"#),
+        ),
+        (
+            "| json | level=\"error\"",
+            format!(r#"sum(count_over_time({all} | json | level="error" [4h]))"#),
+        ),
+        (
+            "| logfmt, by (level)",
+            format!("sum by (level) (count_over_time({all} | logfmt [4h]))"),
+        ),
+        (
+            "| pattern, by (status)",
+            format!(
+                r#"sum by (status) (count_over_time({all} | pattern "<ip> - - <_> \"<method> <path> <_>\" <status> <_>" [4h]))"#
+            ),
         ),
         (
             "| json | unwrap",
-            r#"| json | unwrap duration_ms | __error__="""#,
+            format!(r#"sum(sum_over_time({all} | json | unwrap duration_ms | __error__="" [4h]))"#),
         ),
     ] {
-        let func = if stages.contains("unwrap") {
-            "sum_over_time"
-        } else {
-            "count_over_time"
-        };
-        let query = format!("sum({func}({all} {stages} [4h]))");
         let monitoring_rs::logql::Expr::Metric(expr) = monitoring_rs::logql::parse(&query).unwrap()
         else {
             unreachable!("a metric query")
@@ -290,15 +295,16 @@ fn query_phase(dir: &Path) {
         let (cpu0, t) = (cpu_seconds(), Instant::now());
         let value = monitoring_rs::logql::metric::evaluate(&expr, &db, &steps, &budget).unwrap();
         let (cpu, secs) = (cpu_seconds() - cpu0, t.elapsed().as_secs_f64());
-        let n = match value {
-            monitoring_rs::logql::metric::Value::Matrix(m) => m
-                .first()
-                .and_then(|s| s.points.get(&0).copied())
-                .unwrap_or(0.0),
-            monitoring_rs::logql::metric::Value::Scalar(v) => v,
+        // The total over the result's series (one per group).
+        let (n, groups) = match value {
+            monitoring_rs::logql::metric::Value::Matrix(m) => (
+                m.iter().filter_map(|s| s.points.get(&0)).sum::<f64>(),
+                m.len(),
+            ),
+            monitoring_rs::logql::metric::Value::Scalar(v) => (v, 1),
         };
         println!(
-            "logql {name:<24}{:>8.0} MB/s per core  ({:.2} s wall, {:.2} s CPU; result {n:.0})",
+            "logql {name:<24}{:>8.0} MB/s per core  ({:.2} s wall, {:.2} s CPU; total {n:.0} in {groups} series)",
             raw / cpu.max(1e-9) / 1e6,
             secs,
             cpu

@@ -50,11 +50,27 @@ impl<S: Send + Sync> FromRequest<S> for FormParams {
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
-    /// Parses a query string or form body.
+    /// Parses a query string or form body. A value that is not UTF-8
+    /// once percent-decoded is refused rather than mangled into U+FFFD: a
+    /// matcher would otherwise silently match something else.
     pub fn parse(text: &str) -> Result<Self, ApiError> {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(text)
-            .map(Self)
-            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+        let decode = |part: &str| -> Result<String, ApiError> {
+            let spaced = part.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "malformed query string: {part:?} is not valid UTF-8 once decoded"
+                    ))
+                })
+        };
+        let mut pairs = Vec::new();
+        for piece in text.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+            pairs.push((decode(key)?, decode(value)?));
+        }
+        Ok(Self(pairs))
     }
 
     /// Adds the pairs of another (a POST body).
@@ -216,5 +232,20 @@ mod tests {
         assert_eq!(p.all("match[]"), vec![r#"{a="b"}"#, r#"{c="d"}"#]);
         assert_eq!(p.number("limit").unwrap(), Some(5));
         assert!(Params::parse("start=20&end=10").unwrap().range(0).is_err());
+        assert_eq!(
+            Params::parse("q=a+b%20c&flag").unwrap().get("q"),
+            Some("a b c")
+        );
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_refused() {
+        let e = Params::parse("query=%7Bapp%3D%22%FF%22%7D").unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("not valid UTF-8"), "{}", e.message);
+        assert_eq!(
+            Params::parse("query=%C3%A9").unwrap().get("query"),
+            Some("é")
+        );
     }
 }

@@ -193,24 +193,25 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// Rows grouped by stream, in first-seen order, as Loki's `streams` result.
+/// Rows grouped by stream, streams ordered by their labels' text (as
+/// Loki's engine sorts `Streams`), as Loki's `streams` result.
 pub(crate) fn streams(rows: &[Row]) -> Vec<StreamValues> {
-    let mut order: Vec<&Arc<Labels>> = Vec::new();
-    let mut values: BTreeMap<&Labels, Vec<(String, String)>> = BTreeMap::new();
+    let mut values: BTreeMap<&Labels, StreamValues> = BTreeMap::new();
     for (labels, ts, line) in rows {
-        let entry = values.entry(labels).or_insert_with(|| {
-            order.push(labels);
-            Vec::new()
-        });
-        entry.push((ts.to_string(), String::from_utf8_lossy(line).into_owned()));
-    }
-    order
-        .into_iter()
-        .map(|labels| StreamValues {
+        let entry = values.entry(labels).or_insert_with(|| StreamValues {
             stream: labels.clone(),
-            values: values.remove(&**labels).unwrap_or_default(),
-        })
-        .collect()
+            values: Vec::new(),
+        });
+        entry
+            .values
+            .push((ts.to_string(), String::from_utf8_lossy(line).into_owned()));
+    }
+    let mut out: Vec<(String, StreamValues)> = values
+        .into_values()
+        .map(|s| (s.stream.to_string(), s))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.into_iter().map(|(_, s)| s).collect()
 }
 
 /// A range query's value at `steps` (a scalar becomes one unlabelled series).

@@ -21,7 +21,11 @@ static ANSI: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
 
 /// Runs one stage; `false` when it drops the entry.
 pub(super) fn run(stage: &Stage, entry: &mut Entry<'_>, wanted: Option<&HashSet<String>>) -> bool {
+    // Nothing downstream reads a label (nor `__error__`): a parser has
+    // nothing to do (Loki's `NoLabels` hint).
+    let idle = wanted.is_some_and(HashSet::is_empty);
     match stage {
+        Stage::Json(_) | Stage::Logfmt(_) | Stage::Regexp(_) | Stage::Pattern(_) if idle => {}
         Stage::Line(filter) => return filter.keeps(entry.line()),
         Stage::Json(fields) if fields.is_empty() => parsers::json(entry, wanted),
         Stage::Json(fields) => parsers::json_fields(entry, fields),

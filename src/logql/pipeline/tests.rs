@@ -301,3 +301,20 @@ fn hints_extract_only_what_is_needed() {
         r#"{app="web", level="x", status="5"}"#
     );
 }
+
+#[test]
+fn a_parser_nobody_reads_does_not_run() {
+    let Expr::Log(log) = parse(r#"{app="web"} | json"#).unwrap() else {
+        panic!()
+    };
+    let labels = Arc::new(Labels::new([("app", "web")]));
+    let (_, idle) = log.plan_for(0, 1, Some(&[]));
+    let out = idle.process(&labels, 0, b"not json").unwrap();
+    assert_eq!(out.labels.to_string(), r#"{app="web"}"#);
+    // Filtering on the error makes the parser needed again.
+    let Expr::Log(log) = parse(r#"{app="web"} | json | __error__="""#).unwrap() else {
+        panic!()
+    };
+    let (_, needed) = log.plan_for(0, 1, Some(&[]));
+    assert!(needed.process(&labels, 0, b"not json").is_none());
+}
