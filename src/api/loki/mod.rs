@@ -60,12 +60,13 @@ fn answer(result: QueryResult) -> Json<Success<QueryData>> {
 }
 
 /// The evaluation steps of a range query: `step` (default: the range over
-/// 250, at least 1 s), at most [`MAX_POINTS`] of them.
+/// 250 in whole seconds, at least 1 s), at most [`MAX_POINTS`] of them.
 fn steps(p: &Params, range: TimeRange) -> Result<Steps, ApiError> {
     let (start, end) = (range.start, range.last());
     let step = p
         .duration("step")?
-        .unwrap_or(((end - start) / 250).max(1_000_000_000));
+        // Loki's default: the range over 250, in whole seconds, at least 1 s.
+        .unwrap_or(((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000);
     if step <= 0 {
         return Err(ApiError::bad_request(
             "step must be positive, e.g. step=15s".into(),
