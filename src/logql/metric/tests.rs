@@ -23,16 +23,7 @@ fn db() -> (tempfile::TempDir, Database) {
 }
 
 fn eval(db: &Database, query: &str, steps: Steps) -> Value {
-    let Expr::Metric(m) = parse(query).unwrap() else {
-        panic!("{query} is not a metric query")
-    };
-    let budget = Budget {
-        deadline: Instant::now() + std::time::Duration::from_secs(10),
-        cancelled: Arc::default(),
-        max_series: 100,
-        memory: crate::memory::MemoryLimit::default(),
-    };
-    evaluate(&m, db, &steps, &budget).unwrap()
+    try_eval(db, query, steps).unwrap_or_else(|e| panic!("{query}: {e}"))
 }
 
 fn points(v: &Value) -> Vec<(String, Vec<(u32, f64)>)> {

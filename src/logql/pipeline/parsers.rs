@@ -273,10 +273,21 @@ pub(super) fn logfmt(
     let mut error: Option<String> = None;
     let mut pairs: Vec<(&str, String)> = Vec::new();
     let mut i = 0;
-    let skip_token = |i: &mut usize| {
+    // A malformed pair at `i`: noted; the scan stops (strict) or skips
+    // to the next pair. Answers whether to go on.
+    let malformed = |i: &mut usize, error: &mut Option<String>| -> bool {
+        *error = Some(format!(
+            "logfmt syntax error at pos {}: unexpected '{}'",
+            *i + 1,
+            b[*i] as char
+        ));
+        if options.strict {
+            return false;
+        }
         while *i < b.len() && b[*i] > b' ' {
             *i += 1;
         }
+        true
     };
     while i < b.len() {
         while i < b.len() && b[i] <= b' ' {
@@ -290,15 +301,9 @@ pub(super) fn logfmt(
             i += 1;
         }
         if i == start || (i < b.len() && b[i] == b'"') {
-            error = Some(format!(
-                "logfmt syntax error at pos {}: unexpected '{}'",
-                i + 1,
-                b[i] as char
-            ));
-            if options.strict {
+            if !malformed(&mut i, &mut error) {
                 break;
             }
-            skip_token(&mut i);
             continue;
         }
         let key = &text[start..i];
@@ -337,15 +342,9 @@ pub(super) fn logfmt(
             };
             i = close + 1;
             if i < b.len() && b[i] > b' ' {
-                error = Some(format!(
-                    "logfmt syntax error at pos {}: unexpected '{}'",
-                    i + 1,
-                    b[i] as char
-                ));
-                if options.strict {
+                if !malformed(&mut i, &mut error) {
                     break;
                 }
-                skip_token(&mut i);
                 continue;
             }
             pairs.push((key, unquote(&text[open + 1..close])));
@@ -356,15 +355,9 @@ pub(super) fn logfmt(
             i += 1;
         }
         if i < b.len() && b[i] > b' ' {
-            error = Some(format!(
-                "logfmt syntax error at pos {}: unexpected '{}'",
-                i + 1,
-                b[i] as char
-            ));
-            if options.strict {
+            if !malformed(&mut i, &mut error) {
                 break;
             }
-            skip_token(&mut i);
             continue;
         }
         pairs.push((key, text[value_start..i].to_owned()));
