@@ -126,6 +126,27 @@ fn sample(labels: Json, at: i64, v: &str) -> Json {
     json!({"metric": labels, "value": [at, v]})
 }
 
+/// Two pods of an API logging logfmt: latency, size, a counter, a level.
+fn api() -> Input {
+    vec![
+        (
+            vec![("app", "api"), ("pod", "a")],
+            vec![
+                (1, "took=1s size=1KB n=10 level=info"),
+                (2, "took=3s size=2KB n=20 level=error"),
+                (3, "took=2s size=3KB n=5 level=info"),
+            ],
+        ),
+        (
+            vec![("app", "api"), ("pod", "b")],
+            vec![
+                (2, "took=500ms size=1KB n=1 level=warn"),
+                (4, "took=1500ms size=1KB n=3 level=info"),
+            ],
+        ),
+    ]
+}
+
 fn cases() -> Vec<Case> {
     let access = vec![(
         vec![("job", "varlogs")],
@@ -457,6 +478,220 @@ fn cases() -> Vec<Case> {
                     "0.3333333333333333"
                 ),
             ]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (avg_over_time, duration_seconds)",
+            query: r#"avg_over_time({app="api"} | logfmt | unwrap duration_seconds(took) [1m]) by (pod)"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"pod": "a"}), 60, "2"),
+                sample(json!({"pod": "b"}), 60, "1")
+            ]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (min_over_time, max_over_time)",
+            query: r#"min_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) by (app) + on (app) max_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) by (app)"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({"app": "api"}), 60, "3.5")]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (first_over_time, last_over_time)",
+            query: r#"first_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) by (pod) - last_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) by (pod)"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"pod": "a"}), 60, "-1"),
+                sample(json!({"pod": "b"}), 60, "-1")
+            ]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (stdvar_over_time)",
+            query: r#"stdvar_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) by (pod)"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"pod": "a"}), 60, "0.6666666666666666"),
+                sample(json!({"pod": "b"}), 60, "0.25")
+            ]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (stddev_over_time)",
+            query: r#"stddev_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) by (pod)"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"pod": "a"}), 60, "0.816496580927726"),
+                sample(json!({"pod": "b"}), 60, "0.5")
+            ]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (without)",
+            query: r#"max_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) without (level, size, n)"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"app": "api", "pod": "a"}), 60, "3"),
+                sample(json!({"app": "api", "pod": "b"}), 60, "1.5")
+            ]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (rate_counter)",
+            query: r#"rate_counter({app="api", pod="a"} | logfmt n | unwrap n [1m])"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({"app": "api", "pod": "a"}), 60, "0.4375")]),
+        },
+        Case {
+            section: "metric_queries: Built-in aggregation operators (stdvar, stddev)",
+            query: r#"stdvar(sum by (pod) (count_over_time({app="api"}[1m]))) + stddev(sum by (pod) (count_over_time({app="api"}[1m])))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({}), 60, "0.75")]),
+        },
+        Case {
+            section: "metric_queries: Built-in aggregation operators (bottomk)",
+            query: r#"bottomk(1, sum by (pod) (count_over_time({app="api"}[1m])))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({"pod": "b"}), 60, "2")]),
+        },
+        Case {
+            section: "metric_queries: Built-in aggregation operators (sort)",
+            query: r#"sort(sum by (pod) (count_over_time({app="api"}[1m])))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"pod": "b"}), 60, "2"),
+                sample(json!({"pod": "a"}), 60, "3")
+            ]),
+        },
+        Case {
+            section: "query_reference: label_replace",
+            query: r#"label_replace(sum by (pod) (count_over_time({app="api"}[1m])), "p", "pod-$1", "pod", "(.*)")"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"p": "pod-a", "pod": "a"}), 60, "3"),
+                sample(json!({"p": "pod-b", "pod": "b"}), 60, "2")
+            ]),
+        },
+        Case {
+            section: "query_reference: logical operators (and)",
+            query: r#"sum by (pod) (count_over_time({app="api"}[1m])) and sum by (pod) (count_over_time({app="api"} |= "error" [1m]))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({"pod": "a"}), 60, "3")]),
+        },
+        Case {
+            section: "query_reference: logical operators (unless)",
+            query: r#"sum by (pod) (count_over_time({app="api"}[1m])) unless sum by (pod) (count_over_time({app="api"} |= "error" [1m]))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({"pod": "b"}), 60, "2")]),
+        },
+        Case {
+            section: "query_reference: vector matching (ignoring)",
+            query: r#"sum by (pod, app) (count_over_time({app="api"}[1m])) / ignoring (app) sum by (pod) (count_over_time({app="api"}[1m]))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"pod": "a"}), 60, "1"),
+                sample(json!({"pod": "b"}), 60, "1")
+            ]),
+        },
+        Case {
+            section: "query_reference: vector matching (group_right)",
+            query: r#"sum by (app) (count_over_time({app="api"}[1m])) / on (app) group_right sum by (app, pod) (count_over_time({app="api"}[1m]))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"app": "api", "pod": "a"}), 60, "1.6666666666666667"),
+                sample(json!({"app": "api", "pod": "b"}), 60, "2.5")
+            ]),
+        },
+        Case {
+            section: "log_queries: Line filter expression (pattern |>)",
+            query: r#"{app="api"} |> "took=<_> size=<_> n=<_> level=info""#,
+            input: api(),
+            ask: Ask::Logs,
+            want: json!([
+                stream(
+                    json!({"app": "api", "pod": "a"}),
+                    &[
+                        (1, "took=1s size=1KB n=10 level=info"),
+                        (3, "took=2s size=3KB n=5 level=info")
+                    ]
+                ),
+                stream(
+                    json!({"app": "api", "pod": "b"}),
+                    &[(4, "took=1500ms size=1KB n=3 level=info")]
+                ),
+            ]),
+        },
+        Case {
+            section: "log_queries: Line filter expression (pattern !>)",
+            query: r#"{app="api"} !> "<_> level=info""#,
+            input: api(),
+            ask: Ask::Logs,
+            want: json!([
+                stream(
+                    json!({"app": "api", "pod": "a"}),
+                    &[(2, "took=3s size=2KB n=20 level=error")]
+                ),
+                stream(
+                    json!({"app": "api", "pod": "b"}),
+                    &[(2, "took=500ms size=1KB n=1 level=warn")]
+                ),
+            ]),
+        },
+        Case {
+            section: "log_queries: Line filter expression (or)",
+            query: r#"sum(count_over_time({app="api"} |= "level=warn" or "level=error" [1m]))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({}), 60, "2")]),
+        },
+        Case {
+            section: "ip: Label filter expression",
+            query: r#"{container="frontend"} | logfmt | fwd = ip("10.0.0.0/8") | keep method"#,
+            input: frontend.clone(),
+            ask: Ask::Logs,
+            want: json!([stream(
+                json!({"method": "POST"}),
+                &[(
+                    2,
+                    "at=warn method=POST path=/api host=grafana.net fwd=\"10.0.0.1\" service=1.5s status=503 size=12kB"
+                )]
+            )]),
+        },
+        Case {
+            section: "query_reference: comments and negative numbers in label filters",
+            query: "sum by (pod) (count_over_time({app=\"api\"} # the API only\n | logfmt | n > -1 and n < 6 [1m]))",
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([
+                sample(json!({"pod": "a"}), 60, "1"),
+                sample(json!({"pod": "b"}), 60, "2")
+            ]),
+        },
+        Case {
+            section: "template_functions: printf, upper, duration, add",
+            query: r#"{app="api", pod="b"} | logfmt | line_format `{{ .level | upper }} {{ printf "%.1f" (duration .took) }}s {{ add .n 1 }}` | keep pod"#,
+            input: api(),
+            ask: Ask::Logs,
+            want: json!([stream(
+                json!({"pod": "b"}),
+                &[(2, "WARN 0.5s 2"), (4, "INFO 1.5s 4")]
+            )]),
+        },
+        Case {
+            section: "metric_queries: Unwrapped range aggregations (rate of unwrapped values)",
+            query: r#"sum(rate({app="api"} | logfmt | unwrap bytes(size) [1m]))"#,
+            input: api(),
+            ask: Ask::At(60),
+            want: json!([sample(json!({}), 60, "133.33333333333334")]),
         },
         Case {
             section: "log_queries: Parser expression (syntax errors are precise)",
