@@ -279,6 +279,15 @@ async fn loki_log_queries_have_lokis_shapes() {
             {"stream": {"app": "dns", "namespace": "kube-system", "pod_name": "dns"}, "values": [[(*T0 + 6 * S).to_string(), "dns ready"]]}
         ], "stats": {}}})
     );
+    // start=0: the range counts from the oldest entry held, so "everything"
+    // is allowed whatever --max-query-range says.
+    let got = s
+        .json(
+            "/loki/api/v1/query_range",
+            &[("query", r#"{app="dns"}"#), ("start", "0"), end()],
+        )
+        .await;
+    assert_eq!(got["data"]["result"][0]["values"][0][1], "dns ready", "{got}");
     // Backward by default, newest first within a stream; limit is global.
     let got = s
         .json(

@@ -244,8 +244,14 @@ impl AppState {
         Ok(limit)
     }
 
+    /// Refuses a range longer than `--max-query-range`, counted from the
+    /// oldest entry held: `start=0` asks for everything there is.
     fn check_range(&self, range: TimeRange) -> Result<(), ApiError> {
-        let span = range.last().saturating_sub(range.start);
+        let start = match self.db.oldest() {
+            Some(oldest) => range.start.max(oldest),
+            None => return Ok(()),
+        };
+        let span = range.last().saturating_sub(start);
         if span > self.config.max_range.as_nanos() as i64 {
             return Err(ApiError::bad_request(format!(
                 "the time range ({}) is longer than the maximum of {}; narrow it",

@@ -375,6 +375,28 @@ impl Database {
         self.appended.receiver_count()
     }
 
+    /// The oldest entry held (ns), if any: what a query over "everything"
+    /// really spans.
+    pub fn oldest(&self) -> Option<i64> {
+        let inner = self.read_inner();
+        let mut oldest: Option<i64> = None;
+        let mut bound = |ts: i64| oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
+        for stream in inner.index.streams.values() {
+            for b in &stream.blocks {
+                bound(b.min_ts);
+            }
+            for e in [Some(&stream.head), stream.flushing.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(&ts) = e.timestamps.iter().min() {
+                    bound(ts);
+                }
+            }
+        }
+        oldest
+    }
+
     /// Store-wide figures.
     pub fn stats(&self) -> Stats {
         let inner = self.read_inner();
