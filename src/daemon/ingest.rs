@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::log_collector::clock::ReaderClock;
 use crate::log_collector::directory::batch::Batch;
 use crate::log_collector::directory::{CollectorError, DirectoryCollector};
 use crate::log_collector::kubernetes::{KubernetesCollector, KubernetesStats};
@@ -73,6 +74,7 @@ pub trait Collect: Send {
 pub struct DirectorySource {
     collector: DirectoryCollector,
     batch: Batch,
+    clock: ReaderClock,
 }
 
 impl DirectorySource {
@@ -81,6 +83,7 @@ impl DirectorySource {
         Self {
             collector,
             batch: Batch::default(),
+            clock: ReaderClock::default(),
         }
     }
 }
@@ -88,7 +91,7 @@ impl DirectorySource {
 impl Collect for DirectorySource {
     fn next(&mut self, out: &mut WriteBatch) -> Result<(), CollectorError> {
         self.collector.next_batch(&mut self.batch, None)?;
-        *out = directory_batch(&self.batch, crate::log_database::now_ns());
+        *out = directory_batch(&self.batch, &mut self.clock, crate::log_database::now_ns());
         Ok(())
     }
 
@@ -155,8 +158,9 @@ pub fn run(
 }
 
 /// The store write for a directory-collector batch: one stream per file,
-/// labelled `path`, timestamped `timestamp` (the read time, in ns).
-pub fn directory_batch(batch: &Batch, timestamp: i64) -> WriteBatch {
+/// labelled `path`, timestamped when read (`now`, ns), each line of a file
+/// later than the one before.
+pub fn directory_batch(batch: &Batch, clock: &mut ReaderClock, now: i64) -> WriteBatch {
     let mut streams: Vec<StreamEntries> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for line in batch.lines() {
@@ -167,8 +171,9 @@ pub fn directory_batch(batch: &Batch, timestamp: i64) -> WriteBatch {
             )])));
             streams.len() - 1
         });
-        streams[i].push(timestamp, line.bytes);
+        streams[i].push(clock.stamp(line.source, now), line.bytes);
     }
+    clock.forget_before(now);
     let checkpoints = batch
         .checkpoints
         .iter()
@@ -238,6 +243,7 @@ mod tests {
                     .unwrap();
             }
             let mut batch = Batch::default();
+            let mut clock = ReaderClock::default();
             loop {
                 collector
                     .next_batch(&mut batch, Some(Duration::from_millis(200)))
@@ -247,16 +253,21 @@ mod tests {
                 }
                 assert!(write_patiently(
                     &db,
-                    &directory_batch(&batch, now_ns()),
+                    &directory_batch(&batch, &mut clock, now_ns()),
                     &Shutdown::new()
                 ));
             }
             db.flush().unwrap();
             let q = Query::new(vec![Matcher::equal("path", &path)]);
-            db.query(q)
+            let entries: Vec<(i64, String)> = db
+                .query(q)
                 .unwrap()
-                .map(|e| String::from_utf8(e.line).unwrap())
-                .collect::<Vec<_>>()
+                .map(|e| (e.timestamp, String::from_utf8(e.line).unwrap()))
+                .collect();
+            // Lines of one read get distinct times, in file order, so a
+            // client paging by timestamp can always move on.
+            assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "{entries:?}");
+            entries.into_iter().map(|(_, l)| l).collect::<Vec<_>>()
         };
         use std::io::Write;
         assert_eq!(run(""), ["one", "two"]);

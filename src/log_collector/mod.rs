@@ -8,6 +8,7 @@
 //! - [`status`]: what a running collector shows the API.
 
 pub mod checkpoint;
+pub mod clock;
 pub mod directory;
 pub mod kubernetes;
 pub mod status;

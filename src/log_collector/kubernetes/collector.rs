@@ -23,6 +23,7 @@ use super::metadata::PodCache;
 use super::sources::{SourceId, Sources};
 use super::wait::{Waiting, must_wait};
 use crate::log_collector::checkpoint::{Checkpoint, CheckpointKey, CheckpointSet};
+use crate::log_collector::clock::ReaderClock;
 use crate::log_collector::directory::batch::{Batch, FileId};
 use crate::log_collector::directory::{CollectorError, DirectoryCollector, DirectoryConfig};
 use crate::log_database::{StreamEntries, WriteBatch, now_ns};
@@ -112,6 +113,8 @@ pub struct KubernetesCollector {
     with_pending: HashMap<String, BTreeMap<CheckpointKey, Checkpoint>>,
     /// Rotated-while-down bytes, handed on with the first batch.
     recovered: super::rotated::Recovery,
+    /// Times for lines that carry none (not CRI or JSON).
+    clock: ReaderClock,
     stats: KubernetesStats,
 }
 
@@ -152,6 +155,7 @@ impl KubernetesCollector {
             waiting: Waiting::default(),
             with_pending: HashMap::new(),
             recovered,
+            clock: ReaderClock::default(),
             stats: KubernetesStats::default(),
         })
     }
@@ -271,10 +275,11 @@ impl KubernetesCollector {
             }
             Err(_) => {
                 self.stats.malformed_lines += 1;
+                let timestamp = self.clock.stamp(&self.sources.get(id).path, read_at);
                 entries.push((
                     id,
                     Joined {
-                        timestamp: read_at,
+                        timestamp,
                         stream: Stream::Stdout,
                         message: bytes.into(),
                         truncated: false,
@@ -286,6 +291,7 @@ impl KubernetesCollector {
 
     fn convert(&mut self, batch: &Batch, out: &mut WriteBatch) {
         let read_at = now_ns();
+        self.clock.forget_before(read_at);
         // Lines borrow from the batch (and from the recovered bytes) until
         // they are copied into the store's write.
         // At most one batch's worth of rotated-while-down lines at a time.
