@@ -12,6 +12,7 @@ use crate::log_collector::clock::ReaderClock;
 use crate::log_collector::directory::batch::Batch;
 use crate::log_collector::directory::{CollectorError, DirectoryCollector};
 use crate::log_collector::kubernetes::{KubernetesCollector, KubernetesStats};
+use crate::log_collector::service_name;
 use crate::log_collector::status::CollectorReport;
 use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StreamEntries, WriteBatch};
@@ -158,17 +159,16 @@ pub fn run(
 }
 
 /// The store write for a directory-collector batch: one stream per file,
-/// labelled `path`, timestamped when read (`now`, ns), each line of a file
+/// labelled `path` (and `service_name`, as Loki would add it), timestamped when read (`now`, ns), each line of a file
 /// later than the one before.
 pub fn directory_batch(batch: &Batch, clock: &mut ReaderClock, now: i64) -> WriteBatch {
     let mut streams: Vec<StreamEntries> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for line in batch.lines() {
         let i = *index.entry(line.source).or_insert_with(|| {
-            streams.push(StreamEntries::new(Labels::new([(
-                "path",
-                line.source.to_string(),
-            )])));
+            let mut pairs = vec![("path".to_owned(), line.source.to_string())];
+            service_name::discover(&mut pairs);
+            streams.push(StreamEntries::new(Labels::new(pairs)));
             streams.len() - 1
         });
         streams[i].push(clock.stamp(line.source, now), line.bytes);

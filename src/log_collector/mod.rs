@@ -11,4 +11,5 @@ pub mod checkpoint;
 pub mod clock;
 pub mod directory;
 pub mod kubernetes;
+pub mod service_name;
 pub mod status;

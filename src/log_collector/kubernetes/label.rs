@@ -94,6 +94,7 @@ pub(super) fn label_set(
     ));
     pairs.push(("node_name".into(), rules.node_name.clone()));
     pairs.push(("stream".into(), stream.as_str().into()));
+    crate::log_collector::service_name::discover(&mut pairs);
     Labels::new(pairs)
 }
 
