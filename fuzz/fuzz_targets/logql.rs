@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
             let (query, pipeline) = log.plan(0, 10 * S, Direction::Forward);
             if let Ok(entries) = db.query(query) {
                 for entry in entries.take(100) {
-                    let _ = pipeline.process(&entry.labels, entry.timestamp, &entry.line);
+                    let _ = pipeline.process(&entry.labels, entry.timestamp, &entry.line, entry.level);
                 }
             }
         }

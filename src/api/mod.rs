@@ -288,7 +288,9 @@ pub(crate) fn run_log_query(
         if n % 4096 == 0 {
             budget.check()?;
         }
-        if let Some(out) = pipeline.process(&entry.labels, entry.timestamp, &entry.line) {
+        if let Some(out) =
+            pipeline.process(&entry.labels, entry.timestamp, &entry.line, entry.level)
+        {
             rows.push((out.labels, entry.timestamp, out.line.into_owned()));
         }
     }

@@ -43,11 +43,12 @@ impl Matcher {
             if !self.query.selector.iter().all(|m| m.matches(labels)) {
                 continue;
             }
-            for (ts, line) in entries.iter() {
+            for i in 0..entries.len() {
+                let (ts, line) = (entries.timestamps[i], entries.line(i));
                 if !self.query.keeps(line) {
                     continue;
                 }
-                if let Some(out) = self.pipeline.process(labels, ts, line) {
+                if let Some(out) = self.pipeline.process(labels, ts, line, entries.level(i)) {
                     rows.push((out.labels, ts, out.line.into_owned()));
                 }
             }

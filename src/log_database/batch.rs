@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::block::Entries;
 use super::labels::{Labels, StreamId};
+use super::level::Level;
 
 /// One stream's entries in a write: its label set (shared, so a collector
 /// hands the same one on batch after batch without copying it) and its
@@ -42,7 +43,8 @@ impl StreamEntries {
 
     /// Appends one entry.
     pub fn push(&mut self, timestamp: i64, line: &[u8]) {
-        self.entries.push(timestamp, line);
+        // Found once, here, and kept with the entry.
+        self.entries.push(timestamp, line, Level::of_line(line));
     }
 
     /// The stream's label set.

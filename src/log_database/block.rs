@@ -3,14 +3,17 @@
 //!
 //! ```text
 //! ┌──────── header (40 bytes, little endian) ─────────┬─ payload ─┬ crc32c ┐
-//! │ "MRB2" first_stream min_ts max_ts count plain plen │ zstd(...) │ 4 bytes │
+//! │ "MRB3" first_stream min_ts max_ts count plain plen │ zstd(...) │ 4 bytes │
 //! └────────────────────────────────────────────────────┴───────────┴─────────┘
 //! payload, before compression:
 //!   streams, then per stream: id (8 bytes) and entry count
 //!   per stream: its timestamps (first as zigzag varint, then deltas; sorted)
 //!   per stream: its line lengths (varints)
+//!   per stream: each entry's detected level (one byte)
 //!   all line bytes, stream after stream
 //! ```
+//! "MRB2" blocks, written before levels were kept, have no level column;
+//! their levels are detected again when they are read.
 //! Timestamps and lengths are their own columns so zstd sees the messages of
 //! a stream next to each other, which is where the ratio comes from. Quiet
 //! streams share a block so that a flush of a few lines each does not make
@@ -20,8 +23,11 @@
 use std::io;
 
 use super::labels::StreamId;
+use super::level::Level;
 
-const MAGIC: &[u8; 4] = b"MRB2";
+const MAGIC: &[u8; 4] = b"MRB3";
+/// Blocks without the level column.
+const MAGIC_V2: &[u8; 4] = b"MRB2";
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 40;
 /// Bytes after the payload.
@@ -59,14 +65,17 @@ pub struct Entries {
     pub ends: Vec<u32>,
     /// Line bytes back to back.
     pub data: Vec<u8>,
+    /// Each entry's detected level ([`Level`] as a byte).
+    pub levels: Vec<u8>,
 }
 
 impl Entries {
     /// Appends one entry.
-    pub fn push(&mut self, timestamp: i64, line: &[u8]) {
+    pub fn push(&mut self, timestamp: i64, line: &[u8], level: Level) {
         self.timestamps.push(timestamp);
         self.data.extend_from_slice(line);
         self.ends.push(self.data.len() as u32);
+        self.levels.push(level as u8);
     }
 
     /// Appends all of `other`'s entries.
@@ -75,6 +84,15 @@ impl Entries {
         self.timestamps.extend_from_slice(&other.timestamps);
         self.ends.extend(other.ends.iter().map(|e| base + e));
         self.data.extend_from_slice(&other.data);
+        self.levels.extend_from_slice(&other.levels);
+    }
+
+    /// The detected level of entry `i`.
+    pub fn level(&self, i: usize) -> Level {
+        self.levels
+            .get(i)
+            .copied()
+            .map_or(Level::Unknown, Level::from_byte)
     }
 
     /// `(timestamp, line)` of each entry, in order.
@@ -109,9 +127,10 @@ impl Entries {
             timestamps: Vec::with_capacity(self.len()),
             ends: Vec::with_capacity(self.len()),
             data: Vec::with_capacity(self.data.len()),
+            levels: Vec::with_capacity(self.len()),
         };
         for i in order {
-            out.push(self.timestamps[i], self.line(i));
+            out.push(self.timestamps[i], self.line(i), self.level(i));
         }
         out
     }
@@ -175,6 +194,10 @@ pub fn encode(parts: &[(StreamId, &Entries)], level: i32) -> io::Result<(Vec<u8>
         }
     }
     for (_, entries) in parts {
+        debug_assert_eq!(entries.levels.len(), entries.len());
+        plain.extend_from_slice(&entries.levels);
+    }
+    for (_, entries) in parts {
         plain.extend_from_slice(&entries.data);
     }
     let payload = zstd::bulk::compress(&plain, level)?;
@@ -220,22 +243,37 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
 
 /// Checks the CRC and decompresses a block read from disk.
 #[cfg(test)]
-pub fn decompress(bytes: &[u8]) -> io::Result<Vec<u8>> {
+pub fn decompress(bytes: &[u8]) -> io::Result<(Vec<u8>, Layout)> {
     let mut out = Vec::new();
-    decompress_into(&mut zstd::bulk::Decompressor::new()?, bytes, &mut out)?;
-    Ok(out)
+    let layout = decompress_into(&mut zstd::bulk::Decompressor::new()?, bytes, &mut out)?;
+    Ok((out, layout))
 }
 
-/// Decompresses a block read from disk (checking its CRC), reusing a decompression context and an output buffer,
-/// for scans that read many blocks.
+/// The layout of a block's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// With the level column.
+    Levels,
+    /// Written before levels were kept.
+    NoLevels,
+}
+
+/// Decompresses a block read from disk (checking its CRC), reusing a
+/// decompression context and an output buffer, for scans that read many
+/// blocks. Answers the payload's layout.
 pub fn decompress_into(
     decompressor: &mut zstd::bulk::Decompressor<'_>,
     bytes: &[u8],
     out: &mut Vec<u8>,
-) -> io::Result<()> {
-    if bytes.len() < HEADER_LEN + TRAILER_LEN || &bytes[..4] != MAGIC {
+) -> io::Result<Layout> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
         return Err(corrupt("bad magic or length"));
     }
+    let layout = match &bytes[..4] {
+        m if m == MAGIC => Layout::Levels,
+        m if m == MAGIC_V2 => Layout::NoLevels,
+        _ => return Err(corrupt("bad magic or length")),
+    };
     let body = &bytes[..bytes.len() - TRAILER_LEN];
     if crc32c::crc32c(body) != u32_at(bytes, bytes.len() - TRAILER_LEN) {
         return Err(corrupt("checksum mismatch"));
@@ -251,18 +289,18 @@ pub fn decompress_into(
     if n != plain_len {
         return Err(corrupt("decompressed length"));
     }
-    Ok(())
+    Ok(layout)
 }
 
 /// Extracts `stream`'s entries from a decompressed block.
 #[cfg(test)]
-pub fn extract(plain: &[u8], stream: StreamId) -> io::Result<Entries> {
-    extract_many(plain, &[stream]).map(|mut v| v.remove(0))
+pub fn extract(plain: &[u8], layout: Layout, stream: StreamId) -> io::Result<Entries> {
+    extract_many(plain, layout, &[stream]).map(|mut v| v.remove(0))
 }
 
 /// Extracts the entries of each of `wanted` from a decompressed block, in
 /// one pass over its columns.
-pub fn extract_many(plain: &[u8], wanted: &[StreamId]) -> io::Result<Vec<Entries>> {
+pub fn extract_many(plain: &[u8], layout: Layout, wanted: &[StreamId]) -> io::Result<Vec<Entries>> {
     let mut pos = 0;
     let streams = get_varint(plain, &mut pos)? as usize;
     if streams > plain.len() {
@@ -323,12 +361,27 @@ pub fn extract_many(plain: &[u8], wanted: &[StreamId]) -> io::Result<Vec<Entries
             ranges[o] = (start, offset);
         }
     }
-    let data = &plain[pos..];
+    if layout == Layout::Levels {
+        for (k, &(_, n)) in table.iter().enumerate() {
+            let column = plain.get(pos..pos + n).ok_or_else(|| corrupt("levels"))?;
+            if let Some(o) = slot[k] {
+                out[o].levels = column.to_vec();
+            }
+            pos += n;
+        }
+    }
+    let data = plain.get(pos..).ok_or_else(|| corrupt("line bytes"))?;
     if offset as usize != data.len() {
         return Err(corrupt("line bytes"));
     }
     for (o, (start, end)) in ranges.into_iter().enumerate() {
         out[o].data = data[start as usize..end as usize].to_vec();
+        if layout == Layout::NoLevels {
+            let entries = &mut out[o];
+            entries.levels = (0..entries.len())
+                .map(|i| Level::of_line(entries.line(i)) as u8)
+                .collect();
+        }
     }
     Ok(out)
 }
@@ -336,7 +389,8 @@ pub fn extract_many(plain: &[u8], wanted: &[StreamId]) -> io::Result<Vec<Entries
 /// Checks, decompresses and extracts `stream`'s entries.
 #[cfg(test)]
 pub fn decode(bytes: &[u8], stream: StreamId) -> io::Result<Entries> {
-    extract(&decompress(bytes)?, stream)
+    let (plain, layout) = decompress(bytes)?;
+    extract(&plain, layout, stream)
 }
 
 #[cfg(test)]
@@ -346,9 +400,9 @@ mod tests {
     #[test]
     fn round_trips_and_detects_damage() {
         let mut e = Entries::default();
-        e.push(-5, b"before the epoch");
-        e.push(1_700_000_000_000_000_000, b"");
-        e.push(1_700_000_000_000_000_001, b"\xff\x00binary");
+        e.push(-5, b"before the epoch", Level::Info);
+        e.push(1_700_000_000_000_000_000, b"", Level::Unknown);
+        e.push(1_700_000_000_000_000_001, b"\xff\x00binary", Level::Fatal);
         let (bytes, r) = encode(&[(StreamId(7), &e)], 3).unwrap();
         let r = r[0];
         assert_eq!(
@@ -358,6 +412,7 @@ mod tests {
         let d = decode(&bytes, StreamId(7)).unwrap();
         assert_eq!(d.timestamps, e.timestamps);
         assert_eq!(d.line(2), b"\xff\x00binary");
+        assert_eq!((d.level(0), d.level(2)), (Level::Info, Level::Fatal));
         assert!(decode(&bytes, StreamId(8)).is_err());
         for i in [0, 10, 45, bytes.len() - 1] {
             let mut bad = bytes.clone();
@@ -373,10 +428,10 @@ mod tests {
     #[test]
     fn several_streams_share_a_block() {
         let mut a = Entries::default();
-        a.push(10, b"a1");
-        a.push(20, b"a2");
+        a.push(10, b"a1", Level::Unknown);
+        a.push(20, b"a2", Level::Error);
         let mut b = Entries::default();
-        b.push(5, b"b-only");
+        b.push(5, b"b-only", Level::Debug);
         let (bytes, refs) = encode(&[(StreamId(1), &a), (StreamId(2), &b)], 3).unwrap();
         assert_eq!(refs.len(), 2);
         assert_eq!((refs[1].min_ts, refs[1].count, refs[1].raw), (5, 1, 6));
@@ -385,22 +440,50 @@ mod tests {
             (da.timestamps.as_slice(), da.line(1)),
             (&[10, 20][..], &b"a2"[..])
         );
+        assert_eq!(da.level(1), Level::Error);
         let db = decode(&bytes, StreamId(2)).unwrap();
-        assert_eq!(db.line(0), b"b-only");
+        assert_eq!((db.line(0), db.level(0)), (&b"b-only"[..], Level::Debug));
         assert!(decode(&bytes, StreamId(3)).is_err());
     }
 
     #[test]
     fn sorting_is_stable() {
         let mut e = Entries::default();
-        e.push(3, b"c");
-        e.push(1, b"a1");
-        e.push(1, b"a2");
+        e.push(3, b"c", Level::Warn);
+        e.push(1, b"a1", Level::Info);
+        e.push(1, b"a2", Level::Info);
         let s = e.sorted();
         assert_eq!(s.timestamps, [1, 1, 3]);
         assert_eq!(
             (s.line(0), s.line(1), s.line(2)),
             (&b"a1"[..], &b"a2"[..], &b"c"[..])
         );
+        assert_eq!(s.level(2), Level::Warn);
+    }
+
+    /// A block written before levels were kept: same columns, no level
+    /// column, the old magic. Its levels are detected when read.
+    #[test]
+    fn blocks_without_levels_still_read() {
+        let mut e = Entries::default();
+        e.push(1, b"[ERROR] boom", Level::Error);
+        e.push(2, b"level=debug", Level::Debug);
+        let (bytes, _) = encode(&[(StreamId(9), &e)], 3).unwrap();
+        let (plain, _) = decompress(&bytes).unwrap();
+        // Drop the level column (it sits before the two line bytes runs).
+        let lines = e.data.len();
+        let mut old_plain = plain[..plain.len() - lines - 2].to_vec();
+        old_plain.extend_from_slice(&plain[plain.len() - lines..]);
+        let payload = zstd::bulk::compress(&old_plain, 3).unwrap();
+        let mut old = bytes[..HEADER_LEN].to_vec();
+        old[..4].copy_from_slice(MAGIC_V2);
+        old[32..36].copy_from_slice(&(old_plain.len() as u32).to_le_bytes());
+        old[36..40].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        old.extend_from_slice(&payload);
+        let crc = crc32c::crc32c(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        let d = decode(&old, StreamId(9)).unwrap();
+        assert_eq!(d.line(0), b"[ERROR] boom");
+        assert_eq!((d.level(0), d.level(1)), (Level::Error, Level::Debug));
     }
 }

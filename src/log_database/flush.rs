@@ -121,7 +121,7 @@ impl Database {
                     }
                     inner.head_bytes = inner
                         .head_bytes
-                        .saturating_sub(head.data.len() + 12 * head.len());
+                        .saturating_sub(head.data.len() + 13 * head.len());
                 }
                 for (key, value) in checkpoints {
                     match value {
@@ -147,7 +147,7 @@ impl Database {
                         let mut restored = (*head).clone();
                         let newer = std::mem::take(&mut stream.head);
                         for i in 0..newer.len() {
-                            restored.push(newer.timestamps[i], newer.line(i));
+                            restored.push(newer.timestamps[i], newer.line(i), newer.level(i));
                         }
                         stream.head = restored;
                         stream.flushing = None;
@@ -282,7 +282,7 @@ impl Database {
             }
             let mut run = Entries::default();
             for i in start..end {
-                run.push(sorted.timestamps[i], sorted.line(i));
+                run.push(sorted.timestamps[i], sorted.line(i), sorted.level(i));
             }
             out.push((hour, Cow::Owned(run)));
             start = end;

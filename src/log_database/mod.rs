@@ -24,6 +24,7 @@ mod catalog;
 mod flush;
 mod index;
 pub mod labels;
+pub mod level;
 pub mod maintenance;
 mod manifest;
 pub mod query;
@@ -283,7 +284,7 @@ impl Database {
                 let s = inner.index.add_stream(stream.id(), stream.labels(), true);
                 s.head.extend(&stream.entries);
                 big_head |= s.head.data.len() >= self.config.block_bytes;
-                inner.head_bytes += stream.entries.data.len() + 12 * stream.entries.len();
+                inner.head_bytes += stream.entries.data.len() + 13 * stream.entries.len();
             }
             // A checkpoint the store has never held means a source it did
             // not know: its start is made durable now, so that a crash

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::block::{self, BlockRef, Entries};
 use super::labels::Labels;
+use super::level::Level;
 use super::query::{Direction, LineFilter, Query};
 
 /// One result entry. The labels are shared with every other entry of the
@@ -27,6 +28,8 @@ pub struct QueryEntry {
     pub timestamp: i64,
     /// The line.
     pub line: Vec<u8>,
+    /// Its detected level (structured metadata, not a stream label).
+    pub level: Level,
 }
 
 /// The selected streams of one block on disk, each with its ref into it.
@@ -230,14 +233,14 @@ impl QueryIter {
                 Some(d) => d,
                 empty => empty.insert(zstd::bulk::Decompressor::new()?),
             };
-            block::decompress_into(decompressor, &self.compressed, &mut self.plain)?;
+            let layout = block::decompress_into(decompressor, &self.compressed, &mut self.plain)?;
             // A needle absent from the whole block rules out all its streams
             // before any column is parsed.
             if !self.query.may_match(&self.plain) {
                 return Ok(Vec::new());
             }
             let wanted: Vec<_> = parts.iter().map(|(_, b)| b.stream).collect();
-            block::extract_many(&self.plain, &wanted)
+            block::extract_many(&self.plain, layout, &wanted)
         });
         match result {
             Ok(entries) => parts
@@ -284,6 +287,7 @@ impl Iterator for QueryIter {
                         labels: labels.clone(),
                         timestamp: entries.timestamps[i],
                         line: entries.line(i).to_vec(),
+                        level: entries.level(i),
                     };
                     self.settle(source);
                     self.returned += 1;

@@ -182,7 +182,7 @@ fn cases() -> Vec<Case> {
             input: frontend.clone(),
             ask: Ask::Logs,
             want: json!([stream(
-                json!({"container": "frontend"}),
+                json!({"container": "frontend", "detected_level": "info"}),
                 &[(
                     1,
                     "at=info method=GET path=/ host=grafana.net fwd=\"124.133.124.161\" service=8ms status=200 size=2MB"
@@ -201,14 +201,22 @@ fn cases() -> Vec<Case> {
             query: r#"count_over_time({container="frontend"} |~ "status=5\\d\\d" [5m])"#,
             input: frontend.clone(),
             ask: Ask::At(60),
-            want: json!([sample(json!({"container": "frontend"}), 60, "1")]),
+            want: json!([sample(
+                json!({"container": "frontend", "detected_level": "unknown"}),
+                60,
+                "1"
+            )]),
         },
         Case {
             section: "ip: Line filter expression",
             query: r#"count_over_time({container="frontend"} |= ip("10.0.0.0/8") [5m])"#,
             input: frontend.clone(),
             ask: Ask::At(60),
-            want: json!([sample(json!({"container": "frontend"}), 60, "1")]),
+            want: json!([sample(
+                json!({"container": "frontend", "detected_level": "unknown"}),
+                60,
+                "1"
+            )]),
         },
         Case {
             section: "log_queries: Label filter expression (duration, bytes, or, and)",
@@ -216,7 +224,7 @@ fn cases() -> Vec<Case> {
             input: frontend.clone(),
             ask: Ask::Logs,
             want: json!([stream(
-                json!({"at": "info", "container": "frontend", "fwd": "124.133.124.161", "host": "grafana.net", "method": "GET", "path": "/", "service": "8ms", "size": "2MB", "status": "200"}),
+                json!({"at": "info", "container": "frontend", "detected_level": "info", "fwd": "124.133.124.161", "host": "grafana.net", "method": "GET", "path": "/", "service": "8ms", "size": "2MB", "status": "200"}),
                 &[(1, "GET")]
             )]),
         },
@@ -234,14 +242,14 @@ fn cases() -> Vec<Case> {
             ask: Ask::Logs,
             want: json!([
                 stream(
-                    json!({"host": "grafana.net", "job": "varlogs", "path": "/", "status": "200"}),
+                    json!({"detected_level": "info", "host": "grafana.net", "job": "varlogs", "path": "/", "status": "200"}),
                     &[(
                         1,
                         r#"{"level": "info", "method": "GET", "path": "/", "host": "grafana.net", "status": "200"}"#
                     )]
                 ),
                 stream(
-                    json!({"host": "grafana.net", "job": "varlogs", "method": "POST", "path": "/", "status": "200"}),
+                    json!({"detected_level": "info", "host": "grafana.net", "job": "varlogs", "method": "POST", "path": "/", "status": "200"}),
                     &[(
                         2,
                         r#"{"level": "info", "method": "POST", "path": "/", "host": "grafana.net", "status": "200"}"#
@@ -280,7 +288,7 @@ fn cases() -> Vec<Case> {
             )],
             ask: Ask::Logs,
             want: json!([stream(
-                json!({"job": "varlogs"}),
+                json!({"detected_level": "info", "job": "varlogs"}),
                 &[(1, "INFO GET / loki.net 200")]
             )]),
         },
@@ -312,7 +320,7 @@ fn cases() -> Vec<Case> {
             )],
             ask: Ask::Logs,
             want: json!([stream(
-                json!({"duration": "1.5s", "job": "api", "method": "POST", "path": "/api/prom/api/v1/query_range", "status": "200"}),
+                json!({"detected_level": "unknown", "duration": "1.5s", "job": "api", "method": "POST", "path": "/api/prom/api/v1/query_range", "status": "200"}),
                 &[(1, "POST 200 1.5s")]
             )]),
         },
@@ -328,7 +336,7 @@ fn cases() -> Vec<Case> {
             )],
             ask: Ask::Logs,
             want: json!([stream(
-                json!({"container": "myapp", "job": "packed", "pod": "pod-3223f"}),
+                json!({"container": "myapp", "detected_level": "unknown", "job": "packed", "pod": "pod-3223f"}),
                 &[(1, "original log message")]
             )]),
         },
@@ -372,7 +380,10 @@ fn cases() -> Vec<Case> {
                 vec![(1, "\u{1b}[32mok\u{1b}[0m done")],
             )],
             ask: Ask::Logs,
-            want: json!([stream(json!({"job": "example"}), &[(1, "ok done")])]),
+            want: json!([stream(
+                json!({"detected_level": "unknown", "job": "example"}),
+                &[(1, "ok done")]
+            )]),
         },
         Case {
             section: "template_functions: Template pipeline syntax",
@@ -418,7 +429,18 @@ fn cases() -> Vec<Case> {
             query: r#"count_over_time({container="frontend"}[2s] offset 58s)"#,
             input: frontend.clone(),
             ask: Ask::At(60),
-            want: json!([sample(json!({"container": "frontend"}), 60, "2")]),
+            want: json!([
+                sample(
+                    json!({"container": "frontend", "detected_level": "info"}),
+                    60,
+                    "1"
+                ),
+                sample(
+                    json!({"container": "frontend", "detected_level": "unknown"}),
+                    60,
+                    "1"
+                ),
+            ]),
         },
         Case {
             section: "metric_queries: Built-in aggregation operators (topk, bottomk, sort)",
@@ -528,7 +550,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             section: "metric_queries: Unwrapped range aggregations (without)",
-            query: r#"max_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) without (level, size, n)"#,
+            query: r#"max_over_time({app="api"} | logfmt | unwrap duration(took) [1m]) without (level, size, n, detected_level)"#,
             input: api(),
             ask: Ask::At(60),
             want: json!([
@@ -538,7 +560,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             section: "metric_queries: Unwrapped range aggregations (rate_counter)",
-            query: r#"rate_counter({app="api", pod="a"} | logfmt n | unwrap n [1m])"#,
+            query: r#"rate_counter({app="api", pod="a"} | logfmt n | drop detected_level | unwrap n [1m])"#,
             input: api(),
             ask: Ask::At(60),
             want: json!([sample(json!({"app": "api", "pod": "a"}), 60, "0.4375")]),
@@ -618,14 +640,14 @@ fn cases() -> Vec<Case> {
             ask: Ask::Logs,
             want: json!([
                 stream(
-                    json!({"app": "api", "pod": "a"}),
+                    json!({"app": "api", "detected_level": "info", "pod": "a"}),
                     &[
                         (1, "took=1s size=1KB n=10 level=info"),
                         (3, "took=2s size=3KB n=5 level=info")
                     ]
                 ),
                 stream(
-                    json!({"app": "api", "pod": "b"}),
+                    json!({"app": "api", "detected_level": "info", "pod": "b"}),
                     &[(4, "took=1500ms size=1KB n=3 level=info")]
                 ),
             ]),
@@ -637,11 +659,11 @@ fn cases() -> Vec<Case> {
             ask: Ask::Logs,
             want: json!([
                 stream(
-                    json!({"app": "api", "pod": "a"}),
+                    json!({"app": "api", "detected_level": "error", "pod": "a"}),
                     &[(2, "took=3s size=2KB n=20 level=error")]
                 ),
                 stream(
-                    json!({"app": "api", "pod": "b"}),
+                    json!({"app": "api", "detected_level": "warn", "pod": "b"}),
                     &[(2, "took=500ms size=1KB n=1 level=warn")]
                 ),
             ]),

@@ -77,7 +77,8 @@ pub(super) fn evaluate(
         if n % 4096 == 0 {
             budget.check()?;
         }
-        let Some(out) = pipeline.process(&entry.labels, entry.timestamp, &entry.line) else {
+        let Some(out) = pipeline.process(&entry.labels, entry.timestamp, &entry.line, entry.level)
+        else {
             continue;
         };
         let ts = entry.timestamp.saturating_add(expr.offset);

@@ -67,10 +67,13 @@ fn count_over_time_windows_are_left_open() {
         got,
         vec![
             (
-                r#"{app="web", level="error"}"#.into(),
+                r#"{app="web", detected_level="error", level="error"}"#.into(),
                 vec![(0, 3.0), (4, 1.0)]
             ),
-            (r#"{app="web", level="info"}"#.into(), vec![(1, 2.0)]),
+            (
+                r#"{app="web", detected_level="info", level="info"}"#.into(),
+                vec![(1, 2.0)]
+            ),
         ]
     );
     let volume = points(&eval(
@@ -132,10 +135,13 @@ fn aggregations_and_arithmetic() {
     let top = q(r#"topk(1, count_over_time({app="web"}[10s]))"#);
     assert_eq!(
         top,
-        vec![(r#"{app="web", level="error"}"#.into(), vec![(0, 4.0)])]
+        vec![(
+            r#"{app="web", detected_level="error", level="error"}"#.into(),
+            vec![(0, 4.0)]
+        )]
     );
     assert_eq!(
-        q(r#"sum without (level) (count_over_time({app="web"}[10s])) * 2"#),
+        q(r#"sum without (level, detected_level) (count_over_time({app="web"}[10s])) * 2"#),
         vec![(r#"{app="web"}"#.into(), vec![(0, 12.0)])]
     );
     assert_eq!(q(r#"count_over_time({app="web"}[10s]) > 3"#).len(), 1);
@@ -235,7 +241,7 @@ fn unwrapped_range_functions() {
     // The unwrapped label leaves the series; the others stay.
     assert_eq!(
         q(&format!("sum_over_time({base})"))[0].0,
-        r#"{app="api", n="1", pod="b"}"#
+        r#"{app="api", detected_level="unknown", n="1", pod="b"}"#
     );
     // Without the error filter, the bad value fails the query as in Loki.
     let e = try_eval(
@@ -302,15 +308,15 @@ fn vector_operators_and_matching() {
     let rate = r#"count_over_time({app="web"}[10s])"#;
     assert_eq!(
         q(&format!("bottomk(1, {rate})"))[0].0,
-        r#"{app="web", level="info"}"#
+        r#"{app="web", detected_level="info", level="info"}"#
     );
     assert_eq!(
         q(&format!("sort_desc({rate})"))[0].0,
-        r#"{app="web", level="error"}"#
+        r#"{app="web", detected_level="error", level="error"}"#
     );
     assert_eq!(
         q(&format!("sort({rate})"))[0].0,
-        r#"{app="web", level="info"}"#
+        r#"{app="web", detected_level="info", level="info"}"#
     );
     assert_eq!(q(&format!("stddev({rate})"))[0].1, vec![(0, 1.0)]);
     assert_eq!(q(&format!("stdvar({rate})"))[0].1, vec![(0, 1.0)]);

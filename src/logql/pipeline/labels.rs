@@ -20,7 +20,11 @@ static ANSI: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
 });
 
 /// Runs one stage; `false` when it drops the entry.
-pub(super) fn run(stage: &Stage, entry: &mut Entry<'_>, wanted: Option<&HashSet<String>>) -> bool {
+pub(super) fn run(
+    stage: &Stage,
+    entry: &mut Entry<'_, '_>,
+    wanted: Option<&HashSet<String>>,
+) -> bool {
     // Nothing downstream reads a label (nor `__error__`): a parser has
     // nothing to do (Loki's `NoLabels` hint).
     let idle = wanted.is_some_and(HashSet::is_empty);
@@ -62,7 +66,7 @@ pub(super) fn run(stage: &Stage, entry: &mut Entry<'_>, wanted: Option<&HashSet<
     true
 }
 
-fn keep(entry: &mut Entry<'_>, selections: &[LabelSelection]) {
+fn keep(entry: &mut Entry<'_, '_>, selections: &[LabelSelection]) {
     entry.retain(|name, value| {
         selections
             .iter()
@@ -73,7 +77,7 @@ fn keep(entry: &mut Entry<'_>, selections: &[LabelSelection]) {
 /// Templates see the labels as they were before the stage; renames move
 /// the label as it is now. A label may be named once per stage (checked
 /// by the parser).
-fn label_format(entry: &mut Entry<'_>, formats: &[LabelFormat]) {
+fn label_format(entry: &mut Entry<'_, '_>, formats: &[LabelFormat]) {
     let rendered: Vec<Option<Result<Vec<u8>, String>>> = formats
         .iter()
         .map(|f| match f {
@@ -106,7 +110,7 @@ fn label_format(entry: &mut Entry<'_>, formats: &[LabelFormat]) {
 /// a string match reads a missing label as ""; a numeric comparison drops
 /// an entry without the label, and keeps one whose value does not convert
 /// but marks it with `LabelFilterErr`.
-pub(crate) fn holds(predicate: &LabelPredicate, entry: &mut Entry<'_>) -> bool {
+pub(crate) fn holds(predicate: &LabelPredicate, entry: &mut Entry<'_, '_>) -> bool {
     match predicate {
         LabelPredicate::And(a, b) => holds(a, entry) && holds(b, entry),
         LabelPredicate::Or(a, b) => holds(a, entry) || holds(b, entry),

@@ -12,13 +12,14 @@ mod parsers;
 mod tests;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use super::ast::{Conversion, LogExpr, Stage, Unwrap};
 use super::convert::{parse_float, parse_go_duration, parse_humanized_bytes};
 use super::template::Context;
 use crate::log_database::labels::Labels;
+use crate::log_database::level::{self, Level};
 use crate::log_database::query::{Direction, Query};
 
 /// The name Loki gives the error label.
@@ -33,6 +34,45 @@ pub struct Pipeline {
     unwrap: Option<Unwrap>,
     /// The labels parsers extract; `None` for all of them.
     wanted: Option<Arc<HashSet<String>>>,
+    levels: LevelLabels,
+}
+
+/// A stream's labels with an entry's `detected_level` added (Loki shows
+/// structured metadata among the labels), made once per stream and level
+/// and shared by every entry that has them.
+#[derive(Clone, Debug, Default)]
+struct LevelLabels(Arc<Mutex<HashMap<(usize, Level), LevelEntry>>>);
+
+/// The stream's labels (kept so their address cannot be reused while the
+/// entry is cached) and the labels with the level.
+type LevelEntry = (Arc<Labels>, Arc<Labels>);
+
+/// Distinct stream and level pairs kept before the cache starts over.
+const LEVEL_CACHE: usize = 4096;
+
+impl LevelLabels {
+    fn get(&self, stream: &Arc<Labels>, level: Level) -> Arc<Labels> {
+        let key = (Arc::as_ptr(stream) as usize, level);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, labels)) = map.get(&key) {
+            return labels.clone();
+        }
+        if map.len() >= LEVEL_CACHE {
+            map.clear();
+        }
+        // A stream that says its level in a label has that level (Loki
+        // looks at labels before the line).
+        let value = level::from_labels(|n| stream.get(n))
+            .map(level::normalize)
+            .unwrap_or_else(|| level.as_str().to_owned());
+        let pairs = stream
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .chain([(level::LABEL.to_owned(), value)]);
+        let labels = Arc::new(Labels::new(pairs));
+        map.insert(key, (stream.clone(), labels.clone()));
+        labels
+    }
 }
 
 impl LogExpr {
@@ -55,6 +95,7 @@ impl LogExpr {
                 stages: rest.to_vec(),
                 unwrap: self.unwrap.clone(),
                 wanted: None,
+                levels: LevelLabels::default(),
             },
         )
     }
@@ -84,20 +125,21 @@ pub struct Processed<'a> {
     pub value: f64,
 }
 
-/// One entry on its way through the stages.
-pub(crate) struct Entry<'a> {
-    stream: &'a Labels,
+/// One entry on its way through the stages: its stream's labels (`'s`,
+/// with the entry's `detected_level`) and its line (`'l`).
+pub(crate) struct Entry<'s, 'l> {
+    stream: &'s Labels,
     /// The labels once a stage changed them; `None` while they are the
     /// stream's.
     labels: Option<Vec<(String, String)>>,
     error: Option<String>,
     details: Option<String>,
-    line: Cow<'a, [u8]>,
+    line: Cow<'l, [u8]>,
     timestamp: i64,
 }
 
-impl<'a> Entry<'a> {
-    fn new(stream: &'a Labels, timestamp: i64, line: &'a [u8]) -> Self {
+impl<'s, 'l> Entry<'s, 'l> {
+    fn new(stream: &'s Labels, timestamp: i64, line: &'l [u8]) -> Self {
         Self {
             stream,
             labels: None,
@@ -189,7 +231,7 @@ impl<'a> Entry<'a> {
         self.line = Cow::Owned(line);
     }
 
-    fn labels_out(self, stream: &Arc<Labels>, drop: Option<&str>) -> (Arc<Labels>, Cow<'a, [u8]>) {
+    fn labels_out(self, stream: &Arc<Labels>, drop: Option<&str>) -> (Arc<Labels>, Cow<'l, [u8]>) {
         if self.labels.is_none() && self.error.is_none() && drop.is_none() {
             return (stream.clone(), self.line);
         }
@@ -208,7 +250,7 @@ impl<'a> Entry<'a> {
     }
 }
 
-impl Context for Entry<'_> {
+impl Context for Entry<'_, '_> {
     fn label(&self, name: &str) -> Option<&str> {
         self.get(name)
     }
@@ -256,22 +298,25 @@ impl Pipeline {
         self.stages.is_empty() && self.unwrap.is_none()
     }
 
-    /// Runs the pipeline on one entry; `None` when a stage drops it (or,
-    /// for an unwrap, when the entry has no value to unwrap).
+    /// Runs the pipeline on one entry of the stream `labels` with its
+    /// detected `level`; `None` when a stage drops it (or, for an unwrap,
+    /// when the entry has no value to unwrap).
     pub fn process<'a>(
         &self,
-        labels: &'a Arc<Labels>,
+        labels: &Arc<Labels>,
         timestamp: i64,
         line: &'a [u8],
+        level: Level,
     ) -> Option<Processed<'a>> {
+        let labels = self.levels.get(labels, level);
         if self.is_empty() {
             return Some(Processed {
-                labels: labels.clone(),
+                labels,
                 line: Cow::Borrowed(line),
                 value: 0.0,
             });
         }
-        let mut entry = Entry::new(labels, timestamp, line);
+        let mut entry = Entry::new(&labels, timestamp, line);
         let wanted = self.wanted.as_deref();
         for stage in &self.stages {
             if !labels::run(stage, &mut entry, wanted) {
@@ -297,7 +342,7 @@ impl Pipeline {
             }
             drop = Some(unwrap.label.as_str());
         }
-        let (labels, line) = entry.labels_out(labels, drop);
+        let (labels, line) = entry.labels_out(&labels, drop);
         Some(Processed {
             labels,
             line,

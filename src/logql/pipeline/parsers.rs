@@ -34,7 +34,7 @@ impl<'w> Found<'w> {
     }
 
     /// Adds `name` (already sanitised) unless unwanted or already found.
-    fn add(&mut self, entry: &Entry<'_>, mut name: String, value: String) {
+    fn add(&mut self, entry: &Entry<'_, '_>, mut name: String, value: String) {
         if name.is_empty() {
             return;
         }
@@ -56,7 +56,7 @@ impl<'w> Found<'w> {
         self.pairs.push((name, value));
     }
 
-    fn apply(self, entry: &mut Entry<'_>) {
+    fn apply(self, entry: &mut Entry<'_, '_>) {
         for (name, value) in self.pairs {
             entry.set(&name, value);
         }
@@ -125,7 +125,7 @@ fn flatten(
     members: Members<'_>,
     prefix: &str,
     found: &mut Found<'_>,
-    entry: &Entry<'_>,
+    entry: &Entry<'_, '_>,
     depth: usize,
 ) -> Result<(), serde_json::Error> {
     if depth > MAX_JSON_DEPTH {
@@ -156,7 +156,7 @@ fn flatten(
 
 /// `| json`: every scalar of the object, nested keys joined with `_`;
 /// arrays skipped.
-pub(super) fn json(entry: &mut Entry<'_>, wanted: Option<&HashSet<String>>) {
+pub(super) fn json(entry: &mut Entry<'_, '_>, wanted: Option<&HashSet<String>>) {
     let text = line_text(entry.line()).into_owned();
     let mut found = Found::new(wanted);
     let result = serde_json::from_str::<Members<'_>>(&text)
@@ -189,7 +189,7 @@ fn walk<'a>(mut raw: &'a RawValue, path: &JsonPath) -> Option<&'a RawValue> {
 
 /// `| json a="b.c[0]"`: only those paths; an object or array is kept as
 /// its JSON text, a missing path gives an empty label.
-pub(super) fn json_fields(entry: &mut Entry<'_>, fields: &[(String, JsonPath)]) {
+pub(super) fn json_fields(entry: &mut Entry<'_, '_>, fields: &[(String, JsonPath)]) {
     if entry.line().is_empty() {
         return;
     }
@@ -259,7 +259,7 @@ fn unquote(text: &str) -> String {
 /// pair (`=v`, `a=b=c`, `a"b=c`, an unterminated quote) is skipped, or
 /// with `--strict` ends the parse with `LogfmtParserErr`.
 pub(super) fn logfmt(
-    entry: &mut Entry<'_>,
+    entry: &mut Entry<'_, '_>,
     options: &LogfmtOptions,
     wanted: Option<&HashSet<String>>,
 ) {
@@ -402,7 +402,11 @@ pub(super) fn logfmt(
 
 /// `| regexp "(?P<name>…)"`: the named groups of the first match; no
 /// match, no labels.
-pub(super) fn regexp(entry: &mut Entry<'_>, regex: &NamedRegex, wanted: Option<&HashSet<String>>) {
+pub(super) fn regexp(
+    entry: &mut Entry<'_, '_>,
+    regex: &NamedRegex,
+    wanted: Option<&HashSet<String>>,
+) {
     let line = entry.line().to_vec();
     let Some(captures) = regex.regex.captures(&line) else {
         return;
@@ -422,7 +426,11 @@ pub(super) fn regexp(entry: &mut Entry<'_>, regex: &NamedRegex, wanted: Option<&
 }
 
 /// `| pattern "<a> <_> <b>"`: the captures, as far as the line matches.
-pub(super) fn pattern(entry: &mut Entry<'_>, pattern: &Pattern, wanted: Option<&HashSet<String>>) {
+pub(super) fn pattern(
+    entry: &mut Entry<'_, '_>,
+    pattern: &Pattern,
+    wanted: Option<&HashSet<String>>,
+) {
     let line = entry.line().to_vec();
     let mut found = Found::new(wanted);
     for (name, value) in pattern.captures(&line) {
@@ -438,7 +446,7 @@ pub(super) fn pattern(entry: &mut Entry<'_>, pattern: &Pattern, wanted: Option<&
 /// `| unpack`: a packed entry (`{"_entry": "line", "label": "v"}`) back
 /// into its line and labels; only string members count, and labels only
 /// when the object holds `_entry`.
-pub(super) fn unpack(entry: &mut Entry<'_>, wanted: Option<&HashSet<String>>) {
+pub(super) fn unpack(entry: &mut Entry<'_, '_>, wanted: Option<&HashSet<String>>) {
     if entry.line().is_empty() {
         return;
     }

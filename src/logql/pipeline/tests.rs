@@ -1,6 +1,7 @@
 //! Pipeline stages on single entries.
 
 use super::*;
+use crate::log_database::level::Level;
 use crate::logql::{Expr, parse};
 
 fn run(query: &str, line: &str) -> Option<(String, String)> {
@@ -9,12 +10,14 @@ fn run(query: &str, line: &str) -> Option<(String, String)> {
     };
     let (_, pipeline) = log.plan(0, 1, Direction::Forward);
     let labels = Arc::new(Labels::new([("app", "web"), ("level", "stream-level")]));
-    pipeline.process(&labels, 0, line.as_bytes()).map(|p| {
-        (
-            p.labels.to_string(),
-            String::from_utf8(p.line.into_owned()).unwrap(),
-        )
-    })
+    pipeline
+        .process(&labels, 0, line.as_bytes(), Level::Unknown)
+        .map(|p| {
+            (
+                p.labels.to_string(),
+                String::from_utf8(p.line.into_owned()).unwrap(),
+            )
+        })
 }
 
 #[test]
@@ -243,7 +246,7 @@ fn drop_keep_and_label_format() {
             r#"{app="web"} | json | drop __error__, __error_details__"#,
             "nope"
         ),
-        r#"{app="web", level="stream-level"}"#
+        r#"{app="web", detected_level="stream-level", level="stream-level"}"#
     );
     let got = labels_of(
         r#"{app="web"} | logfmt | label_format dst=src, both="{{.src}}-{{.x}}", x="new""#,
@@ -271,18 +274,24 @@ fn unwrap_conversions_and_errors() {
     };
     let (_, pipeline) = range.log.plan(0, 1, Direction::Forward);
     let labels = Arc::new(Labels::new([("app", "web")]));
-    let out = pipeline.process(&labels, 0, b"took=1.5s").unwrap();
+    let out = pipeline
+        .process(&labels, 0, b"took=1.5s", Level::Unknown)
+        .unwrap();
     assert_eq!(out.value, 1.5);
     assert_eq!(
         out.labels.to_string(),
-        r#"{app="web"}"#,
+        r#"{app="web", detected_level="unknown"}"#,
         "the unwrapped label leaves the series"
     );
     assert!(
-        pipeline.process(&labels, 0, b"other=1").is_none(),
+        pipeline
+            .process(&labels, 0, b"other=1", Level::Unknown)
+            .is_none(),
         "no label, no sample"
     );
-    let out = pipeline.process(&labels, 0, b"took=1d").unwrap();
+    let out = pipeline
+        .process(&labels, 0, b"took=1d", Level::Unknown)
+        .unwrap();
     assert!(out.labels.to_string().contains("SampleExtractionErr"));
 }
 
@@ -294,11 +303,16 @@ fn hints_extract_only_what_is_needed() {
     let (_, pipeline) = log.plan_for(0, 1, Some(&["level".to_owned()]));
     let labels = Arc::new(Labels::new([("app", "web")]));
     let out = pipeline
-        .process(&labels, 0, br#"{"level":"x","status":5,"other":"y"}"#)
+        .process(
+            &labels,
+            0,
+            br#"{"level":"x","status":5,"other":"y"}"#,
+            Level::Unknown,
+        )
         .unwrap();
     assert_eq!(
         out.labels.to_string(),
-        r#"{app="web", level="x", status="5"}"#
+        r#"{app="web", detected_level="unknown", level="x", status="5"}"#
     );
 }
 
@@ -309,12 +323,21 @@ fn a_parser_nobody_reads_does_not_run() {
     };
     let labels = Arc::new(Labels::new([("app", "web")]));
     let (_, idle) = log.plan_for(0, 1, Some(&[]));
-    let out = idle.process(&labels, 0, b"not json").unwrap();
-    assert_eq!(out.labels.to_string(), r#"{app="web"}"#);
+    let out = idle
+        .process(&labels, 0, b"not json", Level::Unknown)
+        .unwrap();
+    assert_eq!(
+        out.labels.to_string(),
+        r#"{app="web", detected_level="unknown"}"#
+    );
     // Filtering on the error makes the parser needed again.
     let Expr::Log(log) = parse(r#"{app="web"} | json | __error__="""#).unwrap() else {
         panic!()
     };
     let (_, needed) = log.plan_for(0, 1, Some(&[]));
-    assert!(needed.process(&labels, 0, b"not json").is_none());
+    assert!(
+        needed
+            .process(&labels, 0, b"not json", Level::Unknown)
+            .is_none()
+    );
 }

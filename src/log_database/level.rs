@@ -1,0 +1,257 @@
+//! `detected_level`: the level of an entry, found once when it is written
+//! and kept with it as structured metadata (one byte per entry, not a
+//! stream label: it must not multiply streams), the way Loki's distributor
+//! finds it (`pkg/distributor/field_detection.go`): a level field of a JSON
+//! or logfmt line, else words such as `ERROR` / `[warn]` in the line.
+
+use memchr::memmem;
+
+/// The name Loki gives it.
+pub const LABEL: &str = "detected_level";
+
+/// A normalised level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Level {
+    /// Nothing says.
+    #[default]
+    Unknown = 0,
+    /// `trace`, `trc`.
+    Trace = 1,
+    /// `debug`, `dbg`.
+    Debug = 2,
+    /// `info`, `inf`, `information`.
+    Info = 3,
+    /// `warn`, `wrn`, `warning`.
+    Warn = 4,
+    /// `error`, `err`.
+    Error = 5,
+    /// `critical`.
+    Critical = 6,
+    /// `fatal`.
+    Fatal = 7,
+}
+
+/// The field names Loki reads a level from (`log_level_fields` default).
+const FIELDS: &[&str] = &[
+    "level",
+    "LEVEL",
+    "Level",
+    "log.level",
+    "severity",
+    "SEVERITY",
+    "Severity",
+    "SeverityText",
+    "lvl",
+    "LVL",
+    "Lvl",
+    "severity_text",
+    "Severity_Text",
+    "SEVERITY_TEXT",
+];
+
+/// How deep into nested JSON objects a level field is looked for.
+const JSON_DEPTH: usize = 8;
+
+impl Level {
+    /// The value Loki shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Unknown => "unknown",
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Critical => "critical",
+            Level::Fatal => "fatal",
+        }
+    }
+
+    /// The level a stored byte stands for (unknown bytes read as unknown).
+    pub fn from_byte(b: u8) -> Self {
+        match b {
+            1 => Level::Trace,
+            2 => Level::Debug,
+            3 => Level::Info,
+            4 => Level::Warn,
+            5 => Level::Error,
+            6 => Level::Critical,
+            7 => Level::Fatal,
+            _ => Level::Unknown,
+        }
+    }
+
+    /// A level word as Loki normalises it (case-insensitive); `None` for
+    /// anything else.
+    pub fn named(word: &str) -> Option<Self> {
+        let w = word.to_ascii_lowercase();
+        Some(match w.as_str() {
+            "trace" | "trc" => Level::Trace,
+            "debug" | "dbg" => Level::Debug,
+            "info" | "inf" | "information" => Level::Info,
+            "warn" | "wrn" | "warning" => Level::Warn,
+            "error" | "err" => Level::Error,
+            "critical" => Level::Critical,
+            "fatal" => Level::Fatal,
+            _ => return None,
+        })
+    }
+
+    /// The level of a line: a level field if the line is JSON or logfmt and
+    /// has one with a known value, else the words in the line.
+    pub fn of_line(line: &[u8]) -> Self {
+        let value = if is_json(line) {
+            json_level(line)
+        } else if memchr::memchr(b'=', line).is_some() {
+            logfmt_level(line)
+        } else {
+            None
+        };
+        value
+            .and_then(|v| Level::named(&v))
+            .unwrap_or_else(|| words(line))
+    }
+}
+
+/// What Loki shows for a level label a stream already has: a known word
+/// normalised, anything else as it is.
+pub fn normalize(value: &str) -> String {
+    Level::named(value).map_or_else(|| value.to_owned(), |l| l.as_str().to_owned())
+}
+
+/// The value of the first level field a stream's labels have, if any
+/// (Loki takes a stream's own level label before the line).
+pub fn from_labels<'a>(labels: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
+    FIELDS
+        .iter()
+        .map(|f| f.replace('.', "_"))
+        .find_map(|f| labels(&f).filter(|v| !v.is_empty()))
+}
+
+fn is_json(line: &[u8]) -> bool {
+    let trimmed = line.trim_ascii();
+    trimmed.first() == Some(&b'{') && trimmed.last() == Some(&b'}')
+}
+
+/// The first level field (by document order) of a JSON object, looked for
+/// in nested objects too.
+fn json_level(line: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Find(usize);
+    impl<'de> Visitor<'de> for Find {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if found.is_some() {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                if FIELDS.contains(&key.as_ref()) {
+                    let value: serde_json::Value = map.next_value()?;
+                    if let serde_json::Value::String(s) = value {
+                        found = Some(s);
+                    }
+                    continue;
+                }
+                let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                if self.0 < JSON_DEPTH && raw.get().starts_with('{') {
+                    let mut de = serde_json::Deserializer::from_str(raw.get());
+                    found = de.deserialize_map(Find(self.0 + 1)).ok().flatten();
+                }
+            }
+            Ok(found)
+        }
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Find(0)).ok().flatten()
+}
+
+/// The value of the first level field (in [`FIELDS`] order) of a logfmt
+/// line.
+fn logfmt_level(line: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(line);
+    let mut best: Option<(usize, String)> = None;
+    for token in text.split_ascii_whitespace() {
+        let Some((key, value)) = token.split_once('=') else {
+            continue;
+        };
+        if let Some(rank) = FIELDS.iter().position(|f| f.eq_ignore_ascii_case(key))
+            && best.as_ref().is_none_or(|(r, _)| rank < *r)
+        {
+            best = Some((rank, value.trim_matches('"').to_owned()));
+            if rank == 0 {
+                break;
+            }
+        }
+    }
+    best.map(|(_, v)| v)
+}
+
+/// Loki's word rules, in its order: `info` anywhere wins first, then the
+/// error, warning, critical and debug forms.
+fn words(line: &[u8]) -> Level {
+    let has = |needles: &[&str]| {
+        needles
+            .iter()
+            .any(|n| memmem::find(line, n.as_bytes()).is_some())
+    };
+    if has(&["info", "INFO"]) {
+        Level::Info
+    } else if has(&["err:", "ERR:", "[err]", "[ERR]", "[error]", "[ERROR]"]) {
+        Level::Error
+    } else if has(&["warn:", "WARN:", "[warn]", "[WARN]", "warning", "WARNING"]) {
+        Level::Warn
+    } else if has(&["critical:", "CRITICAL:", "[critical]", "[CRITICAL]"]) {
+        Level::Critical
+    } else if has(&["debug", "DEBUG"]) {
+        Level::Debug
+    } else {
+        Level::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_then_words_as_loki() {
+        let l = |s: &str| Level::of_line(s.as_bytes()).as_str();
+        assert_eq!(l(r#"{"level":"ERROR","msg":"x"}"#), "error");
+        assert_eq!(l(r#"{"msg":"x","log":{"level":"wrn"}}"#), "warn");
+        assert_eq!(l(r#"{"severity":"fatal"}"#), "fatal");
+        assert_eq!(
+            l(r#"{"level":"notice","msg":"an info"}"#),
+            "info",
+            "unknown value: words"
+        );
+        assert_eq!(l("level=debug msg=hi"), "debug");
+        assert_eq!(l("ts=1 lvl=err msg=x"), "error");
+        assert_eq!(l("ts=1 LEVEL=Warning"), "warn");
+        assert_eq!(l("2024 [ERROR] disk full"), "error");
+        assert_eq!(l("something WARN: low"), "warn");
+        assert_eq!(l("INFO [ERROR] both"), "info", "info is looked for first");
+        assert_eq!(l("CRITICAL: down"), "critical");
+        assert_eq!(l("debug output"), "debug");
+        assert_eq!(l("plain line"), "unknown");
+        assert_eq!(l(""), "unknown");
+        assert_eq!(l("ERROR alone is not a word rule"), "unknown");
+    }
+
+    #[test]
+    fn stream_labels_and_normalising() {
+        assert_eq!(normalize("WARNING"), "warn");
+        assert_eq!(normalize("notice"), "notice");
+        let labels = |n: &str| (n == "severity").then_some("Error");
+        assert_eq!(from_labels(labels), Some("Error"));
+        assert_eq!(from_labels(|_| None), None);
+        assert_eq!(Level::from_byte(Level::Fatal as u8), Level::Fatal);
+        assert_eq!(Level::from_byte(200), Level::Unknown);
+    }
+}
