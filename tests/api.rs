@@ -279,6 +279,39 @@ async fn loki_log_queries_have_lokis_shapes() {
             {"stream": {"app": "dns", "detected_level": "unknown", "namespace": "kube-system", "pod_name": "dns"}, "values": [[(*T0 + 6 * S).to_string(), "dns ready"]]}
         ], "stats": {}}})
     );
+    // Grafana asks for label categories: the stream keeps its own labels,
+    // each value carries its structured metadata and parsed labels.
+    let got: Value = s
+        .client
+        .get(format!("{}/loki/api/v1/query_range", s.base))
+        .header("X-Loki-Response-Encoding-Flags", "categorize-labels")
+        .query(&[
+            ("query", r#"{app="web"} | json | status >= 500"#),
+            all(),
+            end(),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        got["data"]["encodingFlags"],
+        json!(["categorize-labels"]),
+        "{got}"
+    );
+    let stream = &got["data"]["result"][0];
+    assert_eq!(
+        stream["stream"],
+        json!({"app": "web", "namespace": "default", "pod_name": "web-1"})
+    );
+    assert_eq!(
+        stream["values"][0][2],
+        json!({"structuredMetadata": {"detected_level": "error"},
+               "parsed": {"level": "error", "msg": "upstream down", "status": "503"}}),
+        "{got}"
+    );
     // start=0: the range counts from the oldest entry held, so "everything"
     // is allowed whatever --max-query-range says.
     let got = s

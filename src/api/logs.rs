@@ -46,7 +46,7 @@ impl Format {
         // The rows are borrowed throughout, so a label set's address
         // cannot be reused by another one meanwhile.
         let mut last: Option<(*const Labels, Vec<u8>)> = None;
-        for (labels, ts, line) in rows {
+        for (labels, ts, line, _) in rows {
             match self {
                 Format::Text | Format::Json => {
                     out.extend_from_slice(line);
@@ -182,7 +182,7 @@ pub(super) async fn logs(
         Format::Json => {
             let lines: Vec<String> = rows
                 .iter()
-                .map(|(_, _, l)| String::from_utf8_lossy(l).into_owned())
+                .map(|(_, _, l, _)| String::from_utf8_lossy(l).into_owned())
                 .collect();
             serde_json::to_vec(&lines).expect("strings serialize")
         }

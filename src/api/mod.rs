@@ -263,8 +263,10 @@ impl AppState {
     }
 }
 
-/// One log entry of a result.
-pub(crate) type Row = (Arc<Labels>, i64, Vec<u8>);
+/// One log entry of a result: its labels (the stream's, its structured
+/// metadata and what the pipeline made), timestamp, line, and the stream's
+/// own labels.
+pub(crate) type Row = (Arc<Labels>, i64, Vec<u8>, Arc<Labels>);
 
 /// Runs a log query: the store does the selector, range and leading line
 /// filters; the rest of the pipeline runs here, until `limit` entries.
@@ -291,7 +293,12 @@ pub(crate) fn run_log_query(
         if let Some(out) =
             pipeline.process(&entry.labels, entry.timestamp, &entry.line, entry.level)
         {
-            rows.push((out.labels, entry.timestamp, out.line.into_owned()));
+            rows.push((
+                out.labels,
+                entry.timestamp,
+                out.line.into_owned(),
+                out.stream,
+            ));
         }
     }
     Ok(rows)

@@ -49,7 +49,7 @@ impl Matcher {
                     continue;
                 }
                 if let Some(out) = self.pipeline.process(labels, ts, line, entries.level(i)) {
-                    rows.push((out.labels, ts, out.line.into_owned()));
+                    rows.push((out.labels, ts, out.line.into_owned(), out.stream));
                 }
             }
         }
@@ -97,8 +97,7 @@ pub(super) fn follow_body(
     let matcher = Matcher::new(&log);
     // Lines written while the initial query ran arrive live too: skip those
     // already sent.
-    let seen: HashSet<(Arc<crate::log_database::labels::Labels>, i64, Vec<u8>)> =
-        initial.iter().cloned().collect();
+    let seen: HashSet<Row> = initial.iter().cloned().collect();
     let first: Vec<u8> = format.rows(&initial);
     let shutdown = state.shutdown.clone();
     let stream = stream::unfold(

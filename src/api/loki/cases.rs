@@ -93,7 +93,7 @@ fn run(case: &Case) -> Result<Json, String> {
             let range = TimeRange::through(t0 - 3600 * S, t0 + 3600 * S);
             let rows = run_log_query(&db, &log, range, Direction::Forward, 1000, &budget())
                 .map_err(|e| e.message)?;
-            QueryResult::Streams(shapes::streams(&rows))
+            QueryResult::Streams(shapes::streams(&rows, false))
         }
         (Expr::Metric(_), Ask::Logs) => return Err("a metric query asked as logs".into()),
         (Expr::Metric(m), ask) => {

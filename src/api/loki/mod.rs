@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 
 use self::shapes::{QueryData, QueryResult, Success};
 use super::params::{FormParams, Params, QueryParams};
@@ -90,7 +91,7 @@ fn steps(p: &Params, range: TimeRange) -> Result<Steps, ApiError> {
 fn thin(rows: Vec<Row>, interval: i64, direction: Direction) -> Vec<Row> {
     let mut last: BTreeMap<Arc<Labels>, i64> = BTreeMap::new();
     rows.into_iter()
-        .filter(|(labels, ts, _)| {
+        .filter(|(labels, ts, _, _)| {
             let keep = match last.get(labels) {
                 None => true,
                 Some(prev) => match direction {
@@ -117,9 +118,21 @@ async fn evaluate_steps(
         .await
 }
 
+/// Whether the client asked for label categories (Grafana does, with
+/// `X-Loki-Response-Encoding-Flags: categorize-labels`).
+fn categorize(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(shapes::ENCODING_FLAGS_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|flag| flag.trim() == shapes::CATEGORIZE_LABELS)
+}
+
 /// `GET /loki/api/v1/query_range` (and `/query`, the native alias).
 pub(super) async fn query_range(
     State(state): State<AppState>,
+    headers: HeaderMap,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
     let expr = parse(required(&p, "query", "{app=\"web\"}")?)?;
@@ -137,7 +150,10 @@ pub(super) async fn query_range(
                 Some(interval) if interval > 0 => thin(rows, interval, direction),
                 _ => rows,
             };
-            Ok(answer(QueryResult::Streams(shapes::streams(&rows))))
+            Ok(answer(QueryResult::Streams(shapes::streams(
+                &rows,
+                categorize(&headers),
+            ))))
         }
         Expr::Metric(metric) => {
             let steps = steps(&p, range)?;
@@ -157,6 +173,7 @@ pub(super) async fn query_range(
 /// `GET /loki/api/v1/query`: an instant query at `time` (default now).
 pub(super) async fn query(
     State(state): State<AppState>,
+    headers: HeaderMap,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
     let expr = parse(required(&p, "query", "vector(1)")?)?;
@@ -170,7 +187,10 @@ pub(super) async fn query(
             let rows = state
                 .blocking(move |budget| run_log_query(&db, &log, range, direction, limit, &budget))
                 .await?;
-            Ok(answer(QueryResult::Streams(shapes::streams(&rows))))
+            Ok(answer(QueryResult::Streams(shapes::streams(
+                &rows,
+                categorize(&headers),
+            ))))
         }
         Expr::Metric(metric) => {
             let steps = Steps {

@@ -68,6 +68,9 @@ impl<T: Serialize> Success<T> {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct QueryData {
     result_type: &'static str,
+    /// `["categorize-labels"]` when the answer keeps label categories apart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    encoding_flags: Vec<&'static str>,
     result: QueryResult,
     stats: Empty,
 }
@@ -103,20 +106,77 @@ impl QueryResult {
 
     /// The `data` of the answer.
     pub(crate) fn into_data(self) -> QueryData {
+        let encoding_flags = match &self {
+            QueryResult::Streams(s) if s.iter().any(|s| s.categorized) => {
+                vec![CATEGORIZE_LABELS]
+            }
+            _ => Vec::new(),
+        };
         QueryData {
             result_type: self.kind(),
+            encoding_flags,
             result: self,
             stats: Empty::default(),
         }
     }
 }
 
-/// One stream's lines: `{"stream": {…}, "values": [["<ns>", "<line>"], …]}`.
+/// The header a client (Grafana) asks for categorised labels with, and
+/// the flag's value.
+pub(crate) const ENCODING_FLAGS_HEADER: &str = "x-loki-response-encoding-flags";
+/// See [`ENCODING_FLAGS_HEADER`].
+pub(crate) const CATEGORIZE_LABELS: &str = "categorize-labels";
+
+/// One stream's lines: `{"stream": {…}, "values": [["<ns>", "<line>"], …]}`,
+/// or with categories `[["<ns>", "<line>", {"structuredMetadata": …,
+/// "parsed": …}], …]`.
 #[derive(Serialize)]
 pub(crate) struct StreamValues {
     #[serde(serialize_with = "label_map")]
     stream: Arc<Labels>,
-    values: Vec<(String, String)>,
+    values: Vec<Entry>,
+    #[serde(skip)]
+    categorized: bool,
+}
+
+/// One value of a stream.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry {
+    /// `[ts, line]`
+    Plain(String, String),
+    /// `[ts, line, {categories}]`
+    Categorized(String, String, Categories),
+}
+
+/// The labels of an entry that are not its stream's, by kind.
+#[derive(Serialize, Default)]
+struct Categories {
+    #[serde(rename = "structuredMetadata", skip_serializing_if = "Option::is_none")]
+    structured_metadata: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parsed: Option<BTreeMap<String, String>>,
+}
+
+/// Splits an entry's labels into its stream's (kept as they are),
+/// structured metadata (`detected_level`) and what the pipeline added.
+fn categories(labels: &Labels, stream: &Labels) -> Categories {
+    let mut metadata = BTreeMap::new();
+    let mut parsed = BTreeMap::new();
+    for (name, value) in labels.iter() {
+        if stream.get(name) == Some(value) {
+            continue;
+        }
+        if name == crate::log_database::level::LABEL {
+            metadata.insert(name.to_owned(), value.to_owned());
+        } else {
+            parsed.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    Categories {
+        structured_metadata: (!metadata.is_empty()).then_some(metadata),
+        parsed: (!parsed.is_empty()).then_some(parsed),
+    }
 }
 
 /// `[<seconds>, "<value>"]`: a sample's time as float seconds, its value as
@@ -166,7 +226,7 @@ impl TailFrame {
     /// New lines.
     pub(crate) fn lines(rows: &[Row]) -> Self {
         Self {
-            streams: streams(rows),
+            streams: streams(rows, false),
             dropped_entries: Vec::new(),
         }
     }
@@ -194,17 +254,24 @@ fn format_value(v: f64) -> String {
 }
 
 /// Rows grouped by stream, streams ordered by their labels' text (as
-/// Loki's engine sorts `Streams`), as Loki's `streams` result.
-pub(crate) fn streams(rows: &[Row]) -> Vec<StreamValues> {
+/// Loki's engine sorts `Streams`), as Loki's `streams` result: an entry's
+/// structured metadata and parsed labels among its stream's labels, or,
+/// `categorized`, kept apart in a third element of each value.
+pub(crate) fn streams(rows: &[Row], categorized: bool) -> Vec<StreamValues> {
     let mut values: BTreeMap<&Labels, StreamValues> = BTreeMap::new();
-    for (labels, ts, line) in rows {
-        let entry = values.entry(labels).or_insert_with(|| StreamValues {
-            stream: labels.clone(),
+    for (labels, ts, line, stream) in rows {
+        let key = if categorized { stream } else { labels };
+        let entry = values.entry(key).or_insert_with(|| StreamValues {
+            stream: key.clone(),
             values: Vec::new(),
+            categorized,
         });
-        entry
-            .values
-            .push((ts.to_string(), String::from_utf8_lossy(line).into_owned()));
+        let (ts, line) = (ts.to_string(), String::from_utf8_lossy(line).into_owned());
+        entry.values.push(if categorized {
+            Entry::Categorized(ts, line, categories(labels, stream))
+        } else {
+            Entry::Plain(ts, line)
+        });
     }
     let mut out: Vec<(String, StreamValues)> = values
         .into_values()
@@ -264,7 +331,10 @@ mod tests {
     #[test]
     fn shapes_match_lokis_json() {
         let web = Arc::new(Labels::new([("app", "web")]));
-        let rows: Vec<Row> = vec![(web.clone(), 5, b"a".to_vec()), (web, 7, b"b".to_vec())];
+        let rows: Vec<Row> = vec![
+            (web.clone(), 5, b"a".to_vec(), web.clone()),
+            (web.clone(), 7, b"b".to_vec(), web),
+        ];
         let answer = Success::new(QueryResult::Streams(streams(&rows)).into_data());
         assert_eq!(
             serde_json::to_value(&answer).unwrap(),

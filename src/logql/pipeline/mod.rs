@@ -117,8 +117,12 @@ impl LogExpr {
 
 /// What an entry looks like after the pipeline.
 pub struct Processed<'a> {
-    /// The labels: the stream's, changed by the pipeline.
+    /// The labels: the stream's, with the entry's structured metadata
+    /// (`detected_level`), changed by the pipeline.
     pub labels: Arc<Labels>,
+    /// The stream's own labels, for answers that keep the categories
+    /// apart (Loki's `categorize-labels`).
+    pub stream: Arc<Labels>,
     /// The line, possibly rewritten.
     pub line: Cow<'a, [u8]>,
     /// The unwrapped value, for an unwrap pipeline.
@@ -308,10 +312,12 @@ impl Pipeline {
         line: &'a [u8],
         level: Level,
     ) -> Option<Processed<'a>> {
-        let labels = self.levels.get(labels, level);
+        let stream = labels;
+        let labels = self.levels.get(stream, level);
         if self.is_empty() {
             return Some(Processed {
                 labels,
+                stream: stream.clone(),
                 line: Cow::Borrowed(line),
                 value: 0.0,
             });
@@ -345,6 +351,7 @@ impl Pipeline {
         let (labels, line) = entry.labels_out(&labels, drop);
         Some(Processed {
             labels,
+            stream: stream.clone(),
             line,
             value,
         })
