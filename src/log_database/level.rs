@@ -195,25 +195,55 @@ fn logfmt_level(line: &[u8]) -> Option<String> {
 
 /// Loki's word rules, in its order: `info` anywhere wins first, then the
 /// error, warning, critical and debug forms.
-fn words(line: &[u8]) -> Level {
-    let has = |needles: &[&str]| {
-        needles
+const WORDS: &[(Level, &[&str])] = &[
+    (Level::Info, &["info", "INFO"]),
+    (
+        Level::Error,
+        &["err:", "ERR:", "[err]", "[ERR]", "[error]", "[ERROR]"],
+    ),
+    (
+        Level::Warn,
+        &[
+            "warn:",
+            "WARN:",
+            "[warn]",
+            "[WARN]",
+            "[warning]",
+            "[WARNING]",
+            "warning",
+            "WARNING",
+        ],
+    ),
+    (
+        Level::Critical,
+        &["critical:", "CRITICAL:", "[critical]", "[CRITICAL]"],
+    ),
+    (Level::Debug, &["debug", "DEBUG"]),
+];
+
+/// The word searchers, built once (a searcher per call would cost more
+/// than the search).
+static FINDERS: std::sync::LazyLock<Vec<(Level, Vec<memmem::Finder<'static>>)>> =
+    std::sync::LazyLock::new(|| {
+        WORDS
             .iter()
-            .any(|n| memmem::find(line, n.as_bytes()).is_some())
-    };
-    if has(&["info", "INFO"]) {
-        Level::Info
-    } else if has(&["err:", "ERR:", "[err]", "[ERR]", "[error]", "[ERROR]"]) {
-        Level::Error
-    } else if has(&["warn:", "WARN:", "[warn]", "[WARN]", "warning", "WARNING"]) {
-        Level::Warn
-    } else if has(&["critical:", "CRITICAL:", "[critical]", "[CRITICAL]"]) {
-        Level::Critical
-    } else if has(&["debug", "DEBUG"]) {
-        Level::Debug
-    } else {
-        Level::Unknown
-    }
+            .map(|(level, words)| {
+                (
+                    *level,
+                    words
+                        .iter()
+                        .map(|w| memmem::Finder::new(w.as_bytes()))
+                        .collect(),
+                )
+            })
+            .collect()
+    });
+
+fn words(line: &[u8]) -> Level {
+    FINDERS
+        .iter()
+        .find(|(_, finders)| finders.iter().any(|f| f.find(line).is_some()))
+        .map_or(Level::Unknown, |(level, _)| *level)
 }
 
 #[cfg(test)]

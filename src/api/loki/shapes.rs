@@ -335,7 +335,7 @@ mod tests {
             (web.clone(), 5, b"a".to_vec(), web.clone()),
             (web.clone(), 7, b"b".to_vec(), web),
         ];
-        let answer = Success::new(QueryResult::Streams(streams(&rows)).into_data());
+        let answer = Success::new(QueryResult::Streams(streams(&rows, false)).into_data());
         assert_eq!(
             serde_json::to_value(&answer).unwrap(),
             json!({"status": "success", "data": {"resultType": "streams", "stats": {},
