@@ -867,3 +867,71 @@ async fn near_the_memory_limit_queries_get_503_and_the_daemon_stays_up() {
     );
     s.stop.trigger();
 }
+
+/// What Logs Drilldown asks about labels and fields, answered in Loki's
+/// shapes (no envelope).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drilldown_labels_and_fields() {
+    let s = server().await;
+    let got = s
+        .json(
+            "/loki/api/v1/detected_labels",
+            &[("query", r#"{namespace="default"}"#), all(), end()],
+        )
+        .await;
+    assert_eq!(
+        got,
+        json!({"detectedLabels": [
+            {"label": "app", "cardinality": 2},
+            {"label": "namespace", "cardinality": 1},
+            {"label": "pod_name", "cardinality": 2},
+        ]})
+    );
+    let got = s
+        .json(
+            "/loki/api/v1/detected_fields",
+            &[("query", r#"{app="web"}"#), all(), end()],
+        )
+        .await;
+    let fields = got["fields"].as_array().unwrap();
+    let field = |name: &str| fields.iter().find(|f| f["label"] == name).cloned();
+    assert_eq!(
+        field("status"),
+        Some(
+            json!({"label": "status", "type": "int", "cardinality": 2, "parsers": ["json"], "jsonPath": ["status"]})
+        ),
+        "{got}"
+    );
+    assert_eq!(field("msg").unwrap()["type"], "string");
+    assert_eq!(
+        field("detected_level"),
+        Some(
+            json!({"label": "detected_level", "type": "string", "cardinality": 2, "parsers": null})
+        ),
+        "structured metadata has no parser: {got}"
+    );
+    assert_eq!(got["limit"], 1000);
+    let got = s
+        .json(
+            "/loki/api/v1/detected_fields",
+            &[("query", r#"{app="db"}"#), all(), end()],
+        )
+        .await;
+    let took = got["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["label"] == "took")
+        .cloned()
+        .unwrap();
+    assert_eq!(took["type"], "duration");
+    assert_eq!(took["parsers"], json!(["logfmt"]));
+    let got = s
+        .json(
+            "/loki/api/v1/detected_field/status/values",
+            &[("query", r#"{app="web"}"#), all(), end()],
+        )
+        .await;
+    assert_eq!(got, json!({"values": ["200", "503"], "limit": 1000}));
+    s.stop.trigger();
+}

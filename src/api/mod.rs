@@ -347,6 +347,18 @@ pub fn router(state: AppState) -> Router {
             get(loki::volume_range).post(loki::volume_range),
         )
         .route("/loki/api/v1/status/buildinfo", get(loki::buildinfo))
+        .route(
+            "/loki/api/v1/detected_labels",
+            get(loki::drilldown::detected_labels).post(loki::drilldown::detected_labels),
+        )
+        .route(
+            "/loki/api/v1/detected_fields",
+            get(loki::drilldown::detected_fields).post(loki::drilldown::detected_fields),
+        )
+        .route(
+            "/loki/api/v1/detected_field/{name}/values",
+            get(loki::drilldown::detected_field_values),
+        )
         .route("/loki/api/v1/tail", get(tail::websocket))
         .fallback(|| async {
             ApiError {

@@ -10,7 +10,7 @@
 //! go to the store); [`metric`] evaluates metric queries on a grid of steps.
 
 mod ast;
-mod convert;
+pub(crate) mod convert;
 mod ip;
 mod lexer;
 pub mod metric;

@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 mod cases;
+pub(crate) mod drilldown;
 pub(crate) mod shapes;
 
 use std::collections::BTreeMap;

@@ -135,7 +135,7 @@ pub(crate) struct Entry<'s, 'l> {
     stream: &'s Labels,
     /// The labels once a stage changed them; `None` while they are the
     /// stream's.
-    labels: Option<Vec<(String, String)>>,
+    pub(super) labels: Option<Vec<(String, String)>>,
     error: Option<String>,
     details: Option<String>,
     line: Cow<'l, [u8]>,
@@ -294,6 +294,16 @@ fn convert(conversion: Conversion, value: &str) -> Result<f64, String> {
         Conversion::Duration => format!("time: invalid duration {value:?}"),
         Conversion::Bytes => format!("unhandled size name: {value:?}"),
     })
+}
+
+pub use parsers::DetectedField;
+
+/// The fields of one line, as Loki's `detected_fields` finds them: the
+/// `json` parser's, else the `logfmt` parser's, named as those parsers
+/// name them next to `stream`'s labels.
+pub fn detect_fields(stream: &Labels, line: &[u8]) -> Option<(&'static str, Vec<DetectedField>)> {
+    let mut entry = Entry::new(stream, 0, line);
+    parsers::detect(&mut entry)
 }
 
 impl Pipeline {

@@ -23,6 +23,8 @@ const LOGFMT_ERROR: &str = "LogfmtParserErr";
 struct Found<'w> {
     pairs: Vec<(String, String)>,
     wanted: Option<&'w HashSet<String>>,
+    /// The JSON keys each pair came from, when asked for (field detection).
+    paths: Option<Vec<Vec<String>>>,
 }
 
 impl<'w> Found<'w> {
@@ -30,22 +32,24 @@ impl<'w> Found<'w> {
         Self {
             pairs: Vec::new(),
             wanted,
+            paths: None,
         }
     }
 
-    /// Adds `name` (already sanitised) unless unwanted or already found.
-    fn add(&mut self, entry: &Entry<'_, '_>, mut name: String, value: String) {
+    /// Adds `name` (already sanitised) unless unwanted or already found;
+    /// answers whether it was added.
+    fn add(&mut self, entry: &Entry<'_, '_>, mut name: String, value: String) -> bool {
         if name.is_empty() {
-            return;
+            return false;
         }
         if entry.stream_has(&name) {
             name.push_str("_extracted");
         }
         if self.wanted.is_some_and(|w| !w.contains(&name)) {
-            return;
+            return false;
         }
         if self.pairs.iter().any(|(n, _)| *n == name) {
-            return;
+            return false;
         }
         // Prometheus refuses the replacement character; Loki empties the value.
         let value = if value.contains('\u{FFFD}') {
@@ -54,6 +58,7 @@ impl<'w> Found<'w> {
             value
         };
         self.pairs.push((name, value));
+        true
     }
 
     fn apply(self, entry: &mut Entry<'_, '_>) {
@@ -124,6 +129,7 @@ const MAX_JSON_DEPTH: usize = 128;
 fn flatten(
     members: Members<'_>,
     prefix: &str,
+    path: &mut Vec<String>,
     found: &mut Found<'_>,
     entry: &Entry<'_, '_>,
     depth: usize,
@@ -133,22 +139,33 @@ fn flatten(
     }
     for (key, raw) in members.0 {
         let name = joined(prefix, &key);
+        if raw.get().starts_with('{')
+            && let Some(wanted) = found.wanted
+            && !name.is_empty()
+            && !wanted.iter().any(|w| w.starts_with(&name))
+        {
+            continue;
+        }
+        if found.paths.is_some() {
+            path.push(key.clone());
+        }
         if raw.get().starts_with('{') {
-            if let Some(wanted) = found.wanted
-                && !name.is_empty()
-                && !wanted.iter().any(|w| w.starts_with(&name))
-            {
-                continue;
-            }
             flatten(
                 serde_json::from_str(raw.get())?,
                 &name,
+                path,
                 found,
                 entry,
                 depth + 1,
             )?;
-        } else if let Some(value) = scalar(raw) {
-            found.add(entry, name, value);
+        } else if let Some(value) = scalar(raw)
+            && found.add(entry, name, value)
+            && let Some(paths) = &mut found.paths
+        {
+            paths.push(path.clone());
+        }
+        if found.paths.is_some() {
+            path.pop();
         }
     }
     Ok(())
@@ -160,7 +177,7 @@ pub(super) fn json(entry: &mut Entry<'_, '_>, wanted: Option<&HashSet<String>>) 
     let text = line_text(entry.line()).into_owned();
     let mut found = Found::new(wanted);
     let result = serde_json::from_str::<Members<'_>>(&text)
-        .and_then(|members| flatten(members, "", &mut found, entry, 1));
+        .and_then(|members| flatten(members, "", &mut Vec::new(), &mut found, entry, 1));
     match result {
         Ok(()) => found.apply(entry),
         Err(e) => {
@@ -481,4 +498,53 @@ pub(super) fn unpack(entry: &mut Entry<'_, '_>, wanted: Option<&HashSet<String>>
         found.apply(entry);
         entry.set_line(line.into_bytes());
     }
+}
+
+/// The fields Loki's field detection finds in a line: the `json` parser's
+/// labels (with the JSON keys each came from), or, when the line is not
+/// JSON, the `logfmt` parser's. Answers the parser that found them.
+pub(crate) fn detect(entry: &mut Entry<'_, '_>) -> Option<(&'static str, Vec<DetectedField>)> {
+    let text = line_text(entry.line()).into_owned();
+    let mut found = Found::new(None);
+    found.paths = Some(Vec::new());
+    let json = serde_json::from_str::<Members<'_>>(&text)
+        .and_then(|members| flatten(members, "", &mut Vec::new(), &mut found, entry, 1));
+    if json.is_ok() {
+        let paths = found.paths.take().unwrap_or_default();
+        let fields = found
+            .pairs
+            .into_iter()
+            .zip(paths)
+            .map(|((name, value), path)| DetectedField {
+                name,
+                value,
+                json_path: Some(path),
+            })
+            .collect();
+        return Some(("json", fields));
+    }
+    logfmt(entry, &LogfmtOptions::default(), None);
+    let fields: Vec<DetectedField> = entry
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(n, _)| !entry.stream_has(n))
+        .map(|(name, value)| DetectedField {
+            name: name.clone(),
+            value: value.clone(),
+            json_path: None,
+        })
+        .collect();
+    (!fields.is_empty()).then_some(("logfmt", fields))
+}
+
+/// A field found in a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetectedField {
+    /// Its label name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// The JSON keys it came from (`json` only).
+    pub json_path: Option<Vec<String>>,
 }
