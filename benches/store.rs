@@ -87,6 +87,24 @@ fn level_detection() {
         ns / 1e3
     );
     assert!(seen.iter().sum::<usize>() > 0);
+    // Patterns (Drain) over the same lines, as /loki/api/v1/patterns reads
+    // them: its cost per line, and how many patterns the mix makes.
+    let mut times = Vec::new();
+    let mut patterns = 0;
+    for _ in 0..5 {
+        let mut drain = monitoring_rs::drain::Drain::default();
+        let t = Instant::now();
+        for (i, line) in lines.iter().enumerate() {
+            drain.train(line, i as i64 / 1000);
+        }
+        times.push(t.elapsed().as_secs_f64() / lines.len() as f64 * 1e9);
+        patterns = drain.clusters().len();
+    }
+    let ns = median(times);
+    println!(
+        "patterns (Drain)               {ns:>8.0} ns per line = {:.2} CPU-s per million lines, {patterns} patterns (median of 5)",
+        ns / 1e3
+    );
 }
 
 fn ingest(dir: &Path, entries: usize) {

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod drain;
 pub mod log_collector;
 pub mod log_database;
 pub mod logql;

@@ -933,5 +933,27 @@ async fn drilldown_labels_and_fields() {
         )
         .await;
     assert_eq!(got, json!({"values": ["200", "503"], "limit": 1000}));
+    // Patterns: the two info lines of web share a shape.
+    let got = s
+        .json(
+            "/loki/api/v1/patterns",
+            &[("query", r#"{app="web"}"#), all(), end(), ("step", "3600")],
+        )
+        .await;
+    assert_eq!(got["status"], "success");
+    let patterns = got["data"].as_array().unwrap();
+    let info = patterns.iter().find(|p| p["level"] == "info").unwrap();
+    assert_eq!(
+        info["pattern"], r#"{"level":"info","status":200,"msg":"GET <_>"#,
+        "{got}"
+    );
+    let total: u64 = info["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "{got}");
+    assert!(patterns.iter().any(|p| p["level"] == "error"), "{got}");
     s.stop.trigger();
 }

@@ -4,6 +4,7 @@
 #[cfg(test)]
 mod cases;
 pub(crate) mod drilldown;
+pub(crate) mod patterns;
 pub(crate) mod shapes;
 
 use std::collections::BTreeMap;
