@@ -251,7 +251,7 @@ async fn curl_routes() {
         ),
         ("/logs/app.x/web", vec![], 400, "not a label name"),
         ("/nowhere", vec![], 404, "no such route"),
-        ("/loki/api/v1/detected_labels", vec![], 404, "no such route"),
+        ("/loki/api/v1/no_such_thing", vec![], 404, "no such route"),
     ] {
         let (got, body) = s.get(path, &query).await;
         assert_eq!(got, status, "{path} {query:?}: {body}");

@@ -141,6 +141,14 @@ impl Params {
         }
         Ok(TimeRange::through(start, end))
     }
+
+    /// The entries a log query reads: from `start` up to but not
+    /// including `end`, as Loki's API documents (a metric query's steps,
+    /// in [`range`](Self::range), do include `end`).
+    pub fn log_range(&self, default_span: i64) -> Result<TimeRange, ApiError> {
+        let range = self.range(default_span)?;
+        Ok(TimeRange::new(range.start, range.last().max(range.start)))
+    }
 }
 
 /// Parses a time: integer ns (or seconds if it has at most 10 digits, as

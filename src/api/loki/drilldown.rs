@@ -176,7 +176,7 @@ async fn sample(state: &AppState, p: &Params) -> Result<Vec<Row>, ApiError> {
             )));
         }
     };
-    let range = p.range(HOUR)?;
+    let range = p.log_range(HOUR)?;
     state.check_range(range)?;
     let limit = state.check_limit(p.number("line_limit")?.unwrap_or(LINE_LIMIT))?;
     let db = state.db.clone();

@@ -144,6 +144,7 @@ pub(super) async fn query_range(
     let direction = direction(&p, Direction::Backward)?;
     match expr {
         Expr::Log(log) => {
+            let range = p.log_range(HOUR)?;
             let db = state.db.clone();
             let rows = state
                 .blocking(move |budget| run_log_query(&db, &log, range, direction, limit, &budget))

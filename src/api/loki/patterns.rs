@@ -50,7 +50,7 @@ pub(crate) async fn patterns(
         stages: Vec::new(),
         unwrap: None,
     };
-    let range = p.range(HOUR)?;
+    let range = p.log_range(HOUR)?;
     state.check_range(range)?;
     let span = range.last() - range.start;
     let step = p
