@@ -575,6 +575,45 @@ async fn labels_series_and_index() {
         )
         .await;
     assert_eq!(volume["data"]["resultType"], "matrix");
+    // aggregateBy=labels: one volume per label name, named with an empty
+    // value, as Loki answers.
+    let volume = s
+        .json(
+            "/loki/api/v1/index/volume",
+            &[
+                ("query", r#"{namespace="default"}"#),
+                ("aggregateBy", "labels"),
+                all(),
+                end(),
+            ],
+        )
+        .await;
+    let mut names: Vec<Value> = volume["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"].clone())
+        .collect();
+    names.sort_by_key(|m| m.to_string());
+    assert_eq!(
+        names,
+        [
+            json!({"app": ""}),
+            json!({"namespace": ""}),
+            json!({"pod_name": ""})
+        ],
+        "{volume}"
+    );
+    let (status, body) = s
+        .get(
+            "/loki/api/v1/index/volume",
+            &[
+                ("query", r#"{namespace="default"}"#),
+                ("aggregateBy", "pods"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
     let info = s.json("/loki/api/v1/status/buildinfo", &[]).await;
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     let (_, metrics) = s.get("/metrics", &[]).await;

@@ -21,6 +21,12 @@ impl fmt::Display for StreamId {
 pub struct Labels(Vec<(String, String)>);
 
 impl Labels {
+    /// A set that only names `name` (with an empty value): how Loki writes
+    /// the volume of a label name (`index/volume?aggregateBy=labels`).
+    pub fn name_only(name: &str) -> Self {
+        Self(vec![(sanitize_name(name), String::new())])
+    }
+
     /// Builds a label set: names are sanitized, pairs sorted, and for a name
     /// given twice the last value wins. Empty values are dropped (an empty
     /// label is the same as no label, as in Loki).

@@ -280,20 +280,51 @@ pub(super) async fn index_stats(
     Ok(Json(state.db.index_stats(&selector, range)?))
 }
 
-/// The volume of bytes per series (or per `targetLabels`) as a metric.
+/// How a volume request groups: Loki's `aggregateBy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AggregateBy {
+    /// By the `targetLabels`, else by the selector's labels.
+    Series,
+    /// One volume per label name.
+    Labels,
+}
+
+fn aggregate_by(p: &Params) -> Result<AggregateBy, ApiError> {
+    match p.get("aggregateBy").unwrap_or("series") {
+        "" | "series" => Ok(AggregateBy::Series),
+        "labels" => Ok(AggregateBy::Labels),
+        other => Err(ApiError::bad_request(format!(
+            "aggregateBy={other:?}: use series or labels"
+        ))),
+    }
+}
+
+fn target_labels(p: &Params) -> Option<Vec<String>> {
+    p.get("targetLabels")
+        .filter(|s| !s.is_empty())
+        .map(|list| list.split(',').map(|s| s.trim().to_owned()).collect())
+}
+
+/// The volume of bytes per series (or per `targetLabels`) as a metric;
+/// for `aggregateBy=labels`, per stream (then folded per label name).
 fn volume_expr(p: &Params, range: i64) -> Result<MetricExpr, ApiError> {
     let text = required(p, "query", "{app=\"web\"}")?;
     let selector = selector(text)?;
-    let labels: Vec<String> = match p.get("targetLabels").filter(|s| !s.is_empty()) {
-        Some(list) => list.split(',').map(|s| s.trim().to_owned()).collect(),
-        None => selector.iter().map(|m| m.name.clone()).collect(),
+    let grouping = match aggregate_by(p)? {
+        AggregateBy::Series => Grouping {
+            without: false,
+            labels: target_labels(p)
+                .unwrap_or_else(|| selector.iter().map(|m| m.name.clone()).collect()),
+        },
+        // The stream's labels: structured metadata is not indexed.
+        AggregateBy::Labels => Grouping {
+            without: true,
+            labels: vec![crate::log_database::level::LABEL.to_owned()],
+        },
     };
     Ok(MetricExpr::Aggregate {
         op: AggregateOp::Sum,
-        grouping: Some(Grouping {
-            without: false,
-            labels,
-        }),
+        grouping: Some(grouping),
         param: None,
         inner: Box::new(MetricExpr::Range(Box::new(RangeExpr {
             func: RangeFunc::BytesOverTime,
@@ -308,6 +339,42 @@ fn volume_expr(p: &Params, range: i64) -> Result<MetricExpr, ApiError> {
             param: None,
         }))),
     })
+}
+
+/// For `aggregateBy=labels`: each stream's volume added to every label
+/// name it has (only `targetLabels`, if given), one series per name.
+fn per_label_name(p: &Params, value: Value) -> Result<Value, ApiError> {
+    if aggregate_by(p)? != AggregateBy::Labels {
+        return Ok(value);
+    }
+    let Value::Matrix(streams) = value else {
+        return Ok(value);
+    };
+    let targets = target_labels(p);
+    let mut names: BTreeMap<String, BTreeMap<u32, f64>> = BTreeMap::new();
+    for stream in streams {
+        for (name, _) in stream.labels.iter() {
+            if targets
+                .as_ref()
+                .is_some_and(|t| !t.iter().any(|l| l == name))
+            {
+                continue;
+            }
+            let points = names.entry(name.to_owned()).or_default();
+            for (k, v) in &stream.points {
+                *points.entry(*k).or_insert(0.0) += v;
+            }
+        }
+    }
+    Ok(Value::Matrix(
+        names
+            .into_iter()
+            .map(|(name, points)| crate::logql::metric::Series {
+                labels: Labels::name_only(&name),
+                points,
+            })
+            .collect(),
+    ))
 }
 
 fn top(value: Value, limit: usize) -> Value {
@@ -342,7 +409,7 @@ pub(super) async fn volume(
         step: 1,
         count: 1,
     };
-    let value = evaluate_steps(&state, expr, steps).await?;
+    let value = per_label_name(&p, evaluate_steps(&state, expr, steps).await?)?;
     Ok(answer(shapes::vector(top(value, limit), range.last())))
 }
 
@@ -353,7 +420,10 @@ pub(super) async fn volume_range(
 ) -> Result<Json<Success<QueryData>>, ApiError> {
     let (range, limit) = volume_window(&state, &p)?;
     let steps = steps(&p, range)?;
-    let value = evaluate_steps(&state, volume_expr(&p, steps.step)?, steps).await?;
+    let value = per_label_name(
+        &p,
+        evaluate_steps(&state, volume_expr(&p, steps.step)?, steps).await?,
+    )?;
     Ok(answer(shapes::matrix(top(value, limit), &steps)))
 }
 
