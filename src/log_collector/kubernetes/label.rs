@@ -88,6 +88,10 @@ pub(super) fn label_set(
     pairs.push(("namespace".into(), identity.namespace.clone()));
     pairs.push(("pod_name".into(), identity.pod.clone()));
     pairs.push(("container_name".into(), identity.container.clone()));
+    // The names Loki's own Kubernetes integrations (Alloy, Promtail) give
+    // them, so queries and dashboards written for those work here.
+    pairs.push(("pod".into(), identity.pod.clone()));
+    pairs.push(("container".into(), identity.container.clone()));
     pairs.push((
         "container_id".into(),
         identity.container_id.clone().unwrap_or_default(),
@@ -151,6 +155,20 @@ mod tests {
         assert_eq!(labels.get("namespace"), Some("shop"));
         assert_eq!(labels.get("stream"), Some("stderr"));
         assert_eq!(labels.get("node_name"), Some("node-1"));
+        assert_eq!(labels.get("pod"), Some("web-1"));
+        assert_eq!(labels.get("container"), Some("nginx"));
+        assert_eq!(
+            labels.get("service_name"),
+            Some("web"),
+            "app_kubernetes_io_name"
+        );
+        let plain = label_set(
+            &identity(),
+            Some(&self::pod("1", &[])),
+            Stream::Stdout,
+            &rules,
+        );
+        assert_eq!(plain.get("service_name"), Some("nginx"), "the container");
         // Without metadata: the file name's labels only.
         let bare = label_set(&identity(), None, Stream::Stdout, &rules);
         assert_eq!(bare.get("app_kubernetes_io_name"), None);
