@@ -275,6 +275,23 @@ async fn explore_and_drilldown_work_unchanged() {
     assert!(next.to_text().unwrap().contains("live line"));
     drop(socket);
 
+    // Drilldown, first: what this backend supports.
+    let limits = g.get("/loki/api/v1/drilldown-limits", &[]).await;
+    assert_eq!(limits["pattern_ingester_enabled"], true);
+    assert_eq!(limits["limits"]["volume_enabled"], true);
+    assert!(
+        limits["limits"]["discover_service_name"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("app"))
+    );
+
+    // Explore, logs sample of a metric query: its selector as a log query.
+    let sample = g
+        .range(SERVICE, &[("limit", "20"), ("direction", "backward")])
+        .await;
+    assert_eq!(values(&sample).len(), 20);
+
     // Drilldown, service list: volume by service_name.
     let services = g
         .get(

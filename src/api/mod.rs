@@ -356,6 +356,10 @@ pub fn router(state: AppState) -> Router {
             get(loki::drilldown::detected_fields).post(loki::drilldown::detected_fields),
         )
         .route(
+            "/loki/api/v1/drilldown-limits",
+            get(loki::drilldown::limits),
+        )
+        .route(
             "/loki/api/v1/patterns",
             get(loki::patterns::patterns).post(loki::patterns::patterns),
         )

@@ -295,6 +295,41 @@ pub(crate) async fn detected_field_values(
     Ok(Json(FieldValues { values, limit }))
 }
 
+/// `GET /loki/api/v1/drilldown-limits`: what Logs Drilldown reads to
+/// learn which features and limits this backend has (Loki's shape).
+pub(crate) async fn limits(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let config = &state.config;
+    let seconds = |d: std::time::Duration| format!("{}s", d.as_secs());
+    Json(serde_json::json!({
+        "limits": {
+            "discover_log_levels": true,
+            "discover_service_name": crate::log_collector::service_name::SOURCES,
+            "log_level_fields": ["level", "LEVEL", "Level", "log.level", "severity", "SEVERITY", "Severity", "SeverityText", "lvl", "LVL", "Lvl", "severity_text", "Severity_Text", "SEVERITY_TEXT"],
+            "max_entries_limit_per_query": config.max_limit,
+            "max_line_size_truncate": false,
+            "max_query_bytes_read": "0B",
+            "max_query_length": seconds(config.max_range),
+            "max_query_lookback": "0s",
+            "max_query_range": seconds(config.max_range),
+            "max_query_series": config.max_series,
+            "metric_aggregation_enabled": false,
+            "otlp_config": {},
+            "pattern_persistence_enabled": false,
+            "query_timeout": seconds(config.query_timeout),
+            "retention_period": "0s",
+            "retention_stream": [],
+            "volume_enabled": true,
+            "volume_max_series": 1000,
+        },
+        "pattern_ingester_enabled": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "maxDetectedFields": LIMIT,
+        "maxDetectedValues": LIMIT,
+        "maxLabelValues": LIMIT,
+        "maxLines": LINE_LIMIT,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
