@@ -256,7 +256,11 @@ pub(crate) async fn detected_fields(
     FormParams(p): FormParams,
 ) -> Result<Json<DetectedFields>, ApiError> {
     let rows = sample(&state, &p).await?;
-    let limit = p.number("limit")?.unwrap_or(LIMIT);
+    // logcli sends field_limit, Grafana limit.
+    let limit = match p.number("field_limit")? {
+        Some(n) => n,
+        None => p.number("limit")?.unwrap_or(LIMIT),
+    };
     let fields = fields(&rows, limit)
         .into_iter()
         .map(|(label, f)| DetectedFieldOut {
