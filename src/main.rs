@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use monitoring_rs::api::ApiConfig;
+use monitoring_rs::api::auth::{AuthMode, AuthTtls};
 use monitoring_rs::daemon::{self, Collector, DaemonConfig, KubernetesSettings, Output};
 use monitoring_rs::log_collector::directory::{DirectoryConfig, ReadFrom};
 use monitoring_rs::log_database::Config as StoreConfig;
@@ -24,6 +25,16 @@ enum CollectorKind {
     Directory,
     /// Kubernetes container logs, labelled with their pod.
     Kubernetes,
+}
+
+/// How API requests are authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AuthKind {
+    /// Bearer tokens checked with the Kubernetes API (TokenReview), reads
+    /// allowed per namespace by RBAC (SubjectAccessReview on pods/log).
+    Kubernetes,
+    /// No authentication: everyone who can connect reads everything.
+    None,
 }
 
 /// Where collected lines go.
@@ -56,6 +67,29 @@ struct Args {
     /// Address of the HTTP API.
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8000")]
     listen: SocketAddr,
+
+    /// How API requests are authenticated: kubernetes (bearer tokens and
+    /// RBAC, as kubectl logs) or none. Default: kubernetes with
+    /// --log-collector kubernetes, none with the directory collector.
+    #[arg(long, env = "AUTH", value_enum, ignore_case = true)]
+    auth: Option<AuthKind>,
+
+    /// Whether /metrics needs `get` on the non-resource URL /metrics
+    /// (kubernetes) or is open (none); only with --auth kubernetes.
+    #[arg(long, env = "METRICS_AUTH", value_enum, ignore_case = true, default_value_t = AuthKind::Kubernetes)]
+    metrics_auth: AuthKind,
+
+    /// How long a token's TokenReview answer is kept (the kubelet's default).
+    #[arg(long, env = "AUTH_TOKEN_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
+    auth_token_ttl: Duration,
+
+    /// How long an allowed SubjectAccessReview is kept (the kubelet's default).
+    #[arg(long, env = "AUTH_ALLOWED_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    auth_allowed_ttl: Duration,
+
+    /// How long a denied SubjectAccessReview is kept (the kubelet's default).
+    #[arg(long, env = "AUTH_DENIED_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    auth_denied_ttl: Duration,
 
     /// Where collected lines go.
     #[arg(long, env = "OUTPUT", value_enum, ignore_case = true, default_value_t = OutputKind::Store)]
@@ -199,6 +233,14 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 /// The one conversion from flags to the daemon's configuration.
 fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
+    let auth = match args.auth.unwrap_or(match args.log_collector {
+        CollectorKind::Kubernetes => AuthKind::Kubernetes,
+        CollectorKind::Directory => AuthKind::None,
+    }) {
+        AuthKind::Kubernetes => AuthMode::Kubernetes,
+        AuthKind::None => AuthMode::None,
+    };
+    let auth_kubeconfig = args.kubeconfig.clone();
     let root = match (args.log_collector, args.root_path) {
         (_, Some(root)) => root,
         (CollectorKind::Directory, None) => {
@@ -258,7 +300,15 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
             max_connections: args.max_connections,
             header_read_timeout: args.header_read_timeout,
             max_tails: args.max_tails,
+            metrics_auth: args.metrics_auth == AuthKind::Kubernetes,
             ..ApiConfig::default()
+        },
+        auth,
+        auth_kubeconfig,
+        auth_ttls: AuthTtls {
+            token: args.auth_token_ttl,
+            allowed: args.auth_allowed_ttl,
+            denied: args.auth_denied_ttl,
         },
         memory,
     })

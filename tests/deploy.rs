@@ -48,12 +48,23 @@ fn rbac_grants_pods_read_and_nothing_more() {
     assert_eq!(rules.len(), 1);
     assert_eq!(strings(&rules[0]["resources"]), ["pods"]);
     assert_eq!(strings(&rules[0]["verbs"]), ["get", "list", "watch"]);
-    let binding = kind(&docs, "ClusterRoleBinding");
-    assert_eq!(binding["roleRef"]["name"], "monitoring-rs");
-    assert_eq!(
-        binding["subjects"][0]["name"],
-        kind(&docs, "ServiceAccount")["metadata"]["name"]
-    );
+    let bindings: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding")
+        .collect();
+    let roles: Vec<&str> = bindings
+        .iter()
+        .map(|b| b["roleRef"]["name"].as_str().unwrap())
+        .collect();
+    // The pod watch, and delegated authentication and authorization
+    // (TokenReview, SubjectAccessReview) for --auth kubernetes.
+    assert_eq!(roles, ["monitoring-rs", "system:auth-delegator"]);
+    for binding in bindings {
+        assert_eq!(
+            binding["subjects"][0]["name"],
+            kind(&docs, "ServiceAccount")["metadata"]["name"]
+        );
+    }
 }
 
 #[test]

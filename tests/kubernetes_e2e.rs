@@ -21,6 +21,9 @@ fn start(node: &Node, kubeconfig: &std::path::Path, data: &std::path::Path) -> D
             "kubernetes",
             "--node-name",
             "node-1",
+            // Collection is under test here; access control has its own test.
+            "--auth",
+            "none",
             "--flush-interval",
             "100ms",
             "--pod-wait",

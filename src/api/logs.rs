@@ -103,6 +103,7 @@ fn rfc3339(ns: i64) -> String {
 /// shows them; `direction=forward` gives the oldest from `start` instead.
 pub(super) async fn logs(
     State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<crate::api::auth::Access>,
     Path((key, value)): Path<(String, String)>,
     QueryParams(p): QueryParams,
 ) -> Result<Response, ApiError> {
@@ -137,7 +138,8 @@ pub(super) async fn logs(
         ));
     }
     let known = state.db.label_names(TimeRange::ALL);
-    if !follow && !known.contains(&key) {
+    // Only an open API may say which labels exist.
+    if !follow && !known.contains(&key) && access.identity().is_none() {
         return Err(ApiError {
             status: axum::http::StatusCode::NOT_FOUND,
             message: format!("unknown label {key:?}; known labels: {}", known.join(", ")),
@@ -158,11 +160,12 @@ pub(super) async fn logs(
     if let Some(pattern) = p.get("regex") {
         stages.push(Stage::Line(Box::new(LineFilter::regex(pattern, false)?)));
     }
-    let log = LogExpr {
+    let mut log = LogExpr {
         selector: vec![Matcher::equal(&key, &value)],
         stages,
         unwrap: None,
     };
+    access.scope(&state).await?.narrow(&mut log.selector)?;
     // Subscribe before querying, so nothing written in between is missed.
     let guard = follow.then(|| tail::TailGuard::take(&state)).transpose()?;
     let live = follow.then(|| state.db.subscribe());
@@ -196,7 +199,36 @@ pub(super) async fn logs(
 }
 
 /// `GET /status`: what is being collected and stored.
-pub(super) async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub(super) async fn status(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<super::auth::Access>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // A user who may not read everything sees only their namespaces'
+    // figures: no collector-wide counts, no other namespace's labels.
+    if let Some(selector) = access.scope(&state).await?.selector()? {
+        let stats = state.db.index_stats(&selector, TimeRange::ALL)?;
+        let mut labels: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            std::collections::BTreeMap::new();
+        for stream in state.db.series(&selector, TimeRange::ALL)? {
+            for (name, value) in stream.iter() {
+                labels
+                    .entry(name.to_owned())
+                    .or_default()
+                    .insert(value.to_owned());
+            }
+        }
+        let counts: std::collections::BTreeMap<String, usize> =
+            labels.into_iter().map(|(n, v)| (n, v.len())).collect();
+        return Ok(Json(json!({
+            "store": {
+                "streams": stats.streams,
+                "chunks": stats.chunks,
+                "entries": stats.entries,
+                "bytes_raw": stats.bytes,
+            },
+            "labels": counts,
+        })));
+    }
     let collector = state.collector.report();
     let store = state.db.stats();
     let now = now_ns();
@@ -205,7 +237,7 @@ pub(super) async fn status(State(state): State<AppState>) -> Json<serde_json::Va
         .last_checkpoint
         .is_some_and(|t| now - t < 5_000_000_000);
     let rate = |v: f64| if fresh { v } else { 0.0 };
-    Json(json!({
+    Ok(Json(json!({
         "collector": {
             "files_watched": collector.files_watched,
             "lag_bytes": collector.lag_bytes,
@@ -241,5 +273,5 @@ pub(super) async fn status(State(state): State<AppState>) -> Json<serde_json::Va
         },
         "labels": state.db.label_cardinality(),
         "tail_subscribers": state.db.subscribers(),
-    }))
+    })))
 }

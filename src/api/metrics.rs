@@ -43,6 +43,7 @@ pub struct Metrics {
     connections: Gauge,
     panics: Counter,
     refused: Family<LabelPairs, Counter>,
+    denied: Family<LabelPairs, Counter>,
     without_metadata: Family<LabelPairs, Counter>,
     counters: Vec<(&'static str, Counter)>,
     gauges: Vec<(&'static str, Gauge)>,
@@ -176,6 +177,12 @@ impl Metrics {
             "Requests refused to protect the daemon, by reason.",
             refused.clone(),
         );
+        let denied = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "http_requests_denied",
+            "Requests denied by access control, by reason: no_token, invalid_token, api_unavailable, namespace_forbidden, metrics_forbidden.",
+            denied.clone(),
+        );
         let without_metadata = Family::<LabelPairs, Counter>::default();
         registry.register(
             "lines_without_pod_metadata",
@@ -212,6 +219,7 @@ impl Metrics {
             connections,
             panics,
             refused,
+            denied,
             without_metadata,
             counters,
             gauges,
@@ -248,6 +256,13 @@ impl Metrics {
     /// Counts a request refused to protect the daemon (`reason`: what limit).
     pub(super) fn refused(&self, reason: &str) {
         self.refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
+    /// Counts a request denied by access control.
+    pub(crate) fn denied(&self, reason: &str) {
+        self.denied
             .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
     }

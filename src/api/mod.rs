@@ -6,6 +6,7 @@
 //! query checks). Client mistakes answer 4xx with a message saying what to
 //! fix.
 
+pub mod auth;
 mod logs;
 mod loki;
 pub mod metrics;
@@ -52,6 +53,8 @@ pub struct ApiConfig {
     pub header_read_timeout: Duration,
     /// Most follow requests and tail websockets at once; more get 429.
     pub max_tails: usize,
+    /// `/metrics` needs `get` on `/metrics` (with a reviewer).
+    pub metrics_auth: bool,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +67,7 @@ impl Default for ApiConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             max_tails: 100,
+            metrics_auth: true,
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct AppState {
     pub tails: Arc<tokio::sync::Semaphore>,
     /// The daemon's memory ceiling: queries are refused near it.
     pub memory: MemoryLimit,
+    /// Checks tokens and permissions (`--auth kubernetes`); `None`: open.
+    pub reviewer: Option<Arc<auth::Reviewer>>,
 }
 
 /// Queries that may run at once (the rest wait their turn).
@@ -111,6 +117,7 @@ impl AppState {
             shutdown: Shutdown::new(),
             running: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUERIES)),
             memory: MemoryLimit::default(),
+            reviewer: None,
         }
     }
 }
@@ -374,6 +381,10 @@ pub fn router(state: AppState) -> Router {
                 message: "no such route; see the README for the API".into(),
             }
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::middleware,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state)

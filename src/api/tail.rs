@@ -180,17 +180,19 @@ impl Drop for TailGuard {
 /// `GET /loki/api/v1/tail` (websocket): Loki's tail protocol.
 pub(super) async fn websocket(
     State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<crate::api::auth::Access>,
     QueryParams(p): QueryParams,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let text = p.get("query").filter(|q| !q.is_empty()).ok_or_else(|| {
         ApiError::bad_request("the query parameter is required, e.g. query={app=\"web\"}".into())
     })?;
-    let Expr::Log(log) = parse(text)? else {
+    let Expr::Log(mut log) = parse(text)? else {
         return Err(ApiError::bad_request(
             "tail takes a log query, not a metric query".into(),
         ));
     };
+    access.scope(&state).await?.narrow(&mut log.selector)?;
     let limit = state.check_limit(p.number("limit")?.unwrap_or(100))?;
     let now = crate::log_database::now_ns();
     let start = p.time("start")?.unwrap_or(now - 3_600_000_000_000);

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::api::auth::{AuthMode, AuthTtls, Reviewer};
 use crate::api::{self, ApiConfig, AppState};
 use crate::log_collector::checkpoint::{CheckpointError, CheckpointSet};
 use crate::log_collector::directory::{CollectorError, DirectoryCollector, DirectoryConfig};
@@ -89,6 +90,12 @@ pub struct DaemonConfig {
     pub api: ApiConfig,
     /// The memory ceiling (see [`crate::memory`]).
     pub memory: MemoryLimit,
+    /// How API requests are authenticated.
+    pub auth: AuthMode,
+    /// The kubeconfig for `--auth kubernetes` (else the usual places).
+    pub auth_kubeconfig: Option<PathBuf>,
+    /// How long review answers are kept.
+    pub auth_ttls: AuthTtls,
 }
 
 /// Why the daemon could not start or stopped with an error; each message
@@ -208,10 +215,27 @@ fn run_into_store(
             .map_err(start_error("the collector thread"))?
     };
 
+    let reviewer = match config.auth {
+        AuthMode::Kubernetes => {
+            let client =
+                runtime.block_on(kube_client::client(config.auth_kubeconfig.as_deref()))?;
+            tracing::info!(
+                "API requests need a bearer token; reads are checked with the Kubernetes API (TokenReview, SubjectAccessReview on pods/log)."
+            );
+            Some(Arc::new(Reviewer::new(client, config.auth_ttls)))
+        }
+        AuthMode::None => {
+            if matches!(collector, Collector::Kubernetes(_)) && !config.listen.ip().is_loopback() {
+                tracing::warn!(address = %config.listen, "--auth none: anyone who can reach this address reads every container log of the node. Use --auth kubernetes (the default for this collector).");
+            }
+            None
+        }
+    };
     let state = AppState {
         collector: status,
         shutdown: shutdown.clone(),
         memory: config.memory,
+        reviewer,
         ..AppState::with_config(db.clone(), config.api.clone())
     };
     let served = runtime.block_on(api::serve(listener, state, async move {
@@ -300,6 +324,9 @@ mod tests {
             flush_interval: Duration::from_secs(3600),
             listen,
             api: ApiConfig::default(),
+            auth: AuthMode::None,
+            auth_kubeconfig: None,
+            auth_ttls: AuthTtls::default(),
             memory: MemoryLimit::default(),
         };
         let shutdown = Shutdown::new();

@@ -2,7 +2,8 @@
 //! list with `resourceVersion`, watch as a stream of JSON events resuming
 //! from a `resourceVersion`, `BOOKMARK` events, `410 Gone` (an `ERROR` event
 //! with an `Expired` status) for a version older than the kept history,
-//! field selectors on `spec.nodeName`. Tests add, relabel and delete pods,
+//! field selectors on `spec.nodeName`; TokenReview and SubjectAccessReview
+//! (see [`crate::reviews`]). Tests add, relabel and delete pods,
 //! cut every watch connection, forget history and restart the server.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,11 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream;
+use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
+
+use crate::reviews::Reviews;
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -39,6 +44,7 @@ struct Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
+    reviews: Arc<Reviews>,
     changes: broadcast::Sender<Change>,
     /// Bumped to end every open watch.
     cuts: tokio::sync::watch::Sender<u64>,
@@ -174,9 +180,33 @@ fn pairs(list: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+async fn token_review(
+    State(shared): State<Arc<Shared>>,
+    axum::Json(review): axum::Json<TokenReview>,
+) -> Response {
+    let answer = shared.reviews.token_review(review);
+    (axum::http::StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+async fn access_review(
+    State(shared): State<Arc<Shared>>,
+    axum::Json(review): axum::Json<SubjectAccessReview>,
+) -> Response {
+    let answer = shared.reviews.access_review(review);
+    (axum::http::StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/pods", get(pods))
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(token_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            axum::routing::post(access_review),
+        )
         .with_state(shared)
 }
 
@@ -193,6 +223,7 @@ impl FakeApiServer {
                 version: 1,
                 ..Inner::default()
             }),
+            reviews: Arc::default(),
             changes: broadcast::channel(4096).0,
             cuts: tokio::sync::watch::channel(0).0,
             bookmark_every: Duration::from_millis(500),
@@ -222,6 +253,12 @@ impl FakeApiServer {
                 .await;
         });
         self.stop = Some(tx);
+    }
+
+    /// Its identities and permissions (TokenReview, SubjectAccessReview),
+    /// shared with the running server.
+    pub fn reviews(&self) -> Arc<Reviews> {
+        self.shared.reviews.clone()
     }
 
     /// The server's URL.

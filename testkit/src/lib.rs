@@ -7,6 +7,7 @@ pub mod api_server;
 pub mod daemon;
 pub mod kubelet;
 pub mod messages;
+pub mod reviews;
 
 /// A fixed instant for test data, relative to the present: the start of the
 /// hour a day ago, in nanoseconds since the epoch. Data stamped from it is

@@ -68,14 +68,22 @@ fn is_uuid(v: &str) -> bool {
 /// streams with their number of values.
 pub(crate) async fn detected_labels(
     State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<crate::api::auth::Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<DetectedLabels>, ApiError> {
     let range = p.range(6 * HOUR)?;
-    let matchers = p
+    let scope = access.scope(&state).await?;
+    let matchers = match p
         .get("query")
         .filter(|q| !q.trim().is_empty() && q.trim() != "{}")
-        .map(selector)
-        .transpose()?;
+    {
+        Some(text) => {
+            let mut matchers = selector(text)?;
+            scope.narrow(&mut matchers)?;
+            Some(matchers)
+        }
+        None => scope.selector()?,
+    };
     let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     match &matchers {
         Some(m) => {
@@ -159,7 +167,11 @@ struct DetectedFieldOut {
 }
 
 /// The newest `line_limit` entries of `query` over the range.
-async fn sample(state: &AppState, p: &Params) -> Result<Vec<Row>, ApiError> {
+async fn sample(
+    state: &AppState,
+    access: &crate::api::auth::Access,
+    p: &Params,
+) -> Result<Vec<Row>, ApiError> {
     let text = p
         .get("query")
         .filter(|q| !q.trim().is_empty())
@@ -168,7 +180,7 @@ async fn sample(state: &AppState, p: &Params) -> Result<Vec<Row>, ApiError> {
                 "the query parameter is required, e.g. query={app=\"web\"}".into(),
             )
         })?;
-    let log = match parse(text)? {
+    let mut log = match parse(text)? {
         Expr::Log(log) => log,
         Expr::Metric(_) => {
             return Err(ApiError::bad_request(format!(
@@ -176,6 +188,7 @@ async fn sample(state: &AppState, p: &Params) -> Result<Vec<Row>, ApiError> {
             )));
         }
     };
+    access.scope(state).await?.narrow(&mut log.selector)?;
     let range = p.log_range(HOUR)?;
     state.check_range(range)?;
     let limit = state.check_limit(p.number("line_limit")?.unwrap_or(LINE_LIMIT))?;
@@ -253,9 +266,10 @@ fn fields(rows: &[Row], limit: usize) -> BTreeMap<String, Field> {
 /// values each has.
 pub(crate) async fn detected_fields(
     State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<crate::api::auth::Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<DetectedFields>, ApiError> {
-    let rows = sample(&state, &p).await?;
+    let rows = sample(&state, &access, &p).await?;
     // logcli sends field_limit, Grafana limit.
     let limit = match p.number("field_limit")? {
         Some(n) => n,
@@ -285,10 +299,11 @@ pub(crate) struct FieldValues {
 /// field in the newest lines of a query.
 pub(crate) async fn detected_field_values(
     State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<crate::api::auth::Access>,
     Path(name): Path<String>,
     QueryParams(p): QueryParams,
 ) -> Result<Json<FieldValues>, ApiError> {
-    let rows = sample(&state, &p).await?;
+    let rows = sample(&state, &access, &p).await?;
     let limit = p.number("limit")?.unwrap_or(LIMIT);
     let mut all = fields(&rows, usize::MAX);
     let mut values: Vec<String> = all

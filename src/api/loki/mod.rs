@@ -10,9 +10,12 @@ pub(crate) mod shapes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+
+use super::auth::{Access, Scope};
 
 use self::shapes::{QueryData, QueryResult, Success};
 use super::params::{FormParams, Params, QueryParams};
@@ -134,10 +137,12 @@ fn categorize(headers: &HeaderMap) -> bool {
 /// `GET /loki/api/v1/query_range` (and `/query`, the native alias).
 pub(super) async fn query_range(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
-    let expr = parse(required(&p, "query", "{app=\"web\"}")?)?;
+    let mut expr = parse(required(&p, "query", "{app=\"web\"}")?)?;
+    access.scope(&state).await?.narrow_expr(&mut expr)?;
     let range = p.range(HOUR)?;
     state.check_range(range)?;
     let limit = state.check_limit(p.number("limit")?.unwrap_or(100))?;
@@ -176,10 +181,12 @@ pub(super) async fn query_range(
 /// `GET /loki/api/v1/query`: an instant query at `time` (default now).
 pub(super) async fn query(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
-    let expr = parse(required(&p, "query", "vector(1)")?)?;
+    let mut expr = parse(required(&p, "query", "vector(1)")?)?;
+    access.scope(&state).await?.narrow_expr(&mut expr)?;
     let at = p.time("time")?.unwrap_or_else(crate::log_database::now_ns);
     let limit = state.check_limit(p.number("limit")?.unwrap_or(100))?;
     let direction = direction(&p, Direction::Backward)?;
@@ -210,12 +217,22 @@ pub(super) async fn query(
 /// `GET /loki/api/v1/labels`
 pub(super) async fn labels(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<Vec<String>>>, ApiError> {
     let range = p.range(6 * HOUR)?;
-    let names: Vec<String> = match p.get("query").filter(|s| !s.is_empty()) {
+    let scope = access.scope(&state).await?;
+    let query = p.get("query").filter(|s| !s.is_empty());
+    let selector = match query {
         Some(text) => {
-            let selector = selector(text)?;
+            let mut selector = selector(text)?;
+            scope.narrow(&mut selector)?;
+            Some(selector)
+        }
+        None => scope.selector()?,
+    };
+    let names: Vec<String> = match selector {
+        Some(selector) => {
             let mut names: Vec<String> = state
                 .db
                 .series(&selector, range)?
@@ -234,15 +251,20 @@ pub(super) async fn labels(
 /// `GET /loki/api/v1/label/{name}/values`
 pub(super) async fn label_values(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(name): Path<String>,
     QueryParams(p): QueryParams,
 ) -> Result<Json<Success<Vec<String>>>, ApiError> {
     let range = p.range(6 * HOUR)?;
-    let selector = p
-        .get("query")
-        .filter(|s| !s.is_empty())
-        .map(selector)
-        .transpose()?;
+    let scope = access.scope(&state).await?;
+    let selector = match p.get("query").filter(|s| !s.is_empty()) {
+        Some(text) => {
+            let mut selector = selector(text)?;
+            scope.narrow(&mut selector)?;
+            Some(selector)
+        }
+        None => scope.selector()?,
+    };
     let values = state.db.label_values(&name, selector.as_deref(), range)?;
     Ok(Json(Success::new(values)))
 }
@@ -250,8 +272,10 @@ pub(super) async fn label_values(
 /// `GET|POST /loki/api/v1/series`
 pub(super) async fn series(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<Vec<shapes::LabelSet>>>, ApiError> {
+    let scope = access.scope(&state).await?;
     let range = p.range(6 * HOUR)?;
     let matches = p.all("match[]");
     if matches.is_empty() {
@@ -261,7 +285,9 @@ pub(super) async fn series(
     }
     let mut all: Vec<Arc<Labels>> = Vec::new();
     for m in matches {
-        all.extend(state.db.series(&selector(m)?, range)?);
+        let mut selector = selector(m)?;
+        scope.narrow(&mut selector)?;
+        all.extend(state.db.series(&selector, range)?);
     }
     all.sort();
     all.dedup();
@@ -273,9 +299,11 @@ pub(super) async fn series(
 /// `GET|POST /loki/api/v1/index/stats` (no envelope, as in Loki).
 pub(super) async fn index_stats(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<IndexStats>, ApiError> {
-    let selector = selector(required(&p, "query", "{app=\"web\"}")?)?;
+    let mut selector = selector(required(&p, "query", "{app=\"web\"}")?)?;
+    access.scope(&state).await?.narrow(&mut selector)?;
     let range = p.range(HOUR)?;
     Ok(Json(state.db.index_stats(&selector, range)?))
 }
@@ -307,14 +335,16 @@ fn target_labels(p: &Params) -> Option<Vec<String>> {
 
 /// The volume of bytes per series (or per `targetLabels`) as a metric;
 /// for `aggregateBy=labels`, per stream (then folded per label name).
-fn volume_expr(p: &Params, range: i64) -> Result<MetricExpr, ApiError> {
+fn volume_expr(p: &Params, range: i64, scope: &Scope) -> Result<MetricExpr, ApiError> {
     let text = required(p, "query", "{app=\"web\"}")?;
-    let selector = selector(text)?;
+    let mut selector = selector(text)?;
+    // Grouped by the selector's own labels, before the scope adds one.
+    let own: Vec<String> = selector.iter().map(|m| m.name.clone()).collect();
+    scope.narrow(&mut selector)?;
     let grouping = match aggregate_by(p)? {
         AggregateBy::Series => Grouping {
             without: false,
-            labels: target_labels(p)
-                .unwrap_or_else(|| selector.iter().map(|m| m.name.clone()).collect()),
+            labels: target_labels(p).unwrap_or(own),
         },
         // The stream's labels: structured metadata is not indexed.
         AggregateBy::Labels => Grouping {
@@ -400,10 +430,11 @@ fn volume_window(state: &AppState, p: &Params) -> Result<(TimeRange, usize), Api
 /// `GET /loki/api/v1/index/volume`: bytes per series over `[start, end]`.
 pub(super) async fn volume(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
     let (range, limit) = volume_window(&state, &p)?;
-    let expr = volume_expr(&p, range.span())?;
+    let expr = volume_expr(&p, range.span(), &access.scope(&state).await?)?;
     let steps = Steps {
         start: range.last(),
         step: 1,
@@ -416,14 +447,13 @@ pub(super) async fn volume(
 /// `GET /loki/api/v1/index/volume_range`: bytes per series per step.
 pub(super) async fn volume_range(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<QueryData>>, ApiError> {
     let (range, limit) = volume_window(&state, &p)?;
     let steps = steps(&p, range)?;
-    let value = per_label_name(
-        &p,
-        evaluate_steps(&state, volume_expr(&p, steps.step)?, steps).await?,
-    )?;
+    let expr = volume_expr(&p, steps.step, &access.scope(&state).await?)?;
+    let value = per_label_name(&p, evaluate_steps(&state, expr, steps).await?)?;
     Ok(answer(shapes::matrix(top(value, limit), &steps)))
 }
 

@@ -35,6 +35,7 @@ pub(crate) struct Pattern {
 /// `GET|POST /loki/api/v1/patterns`
 pub(crate) async fn patterns(
     State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<crate::api::auth::Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<Vec<Pattern>>>, ApiError> {
     let text = p
@@ -45,11 +46,12 @@ pub(crate) async fn patterns(
                 "the query parameter is required, e.g. query={service_name=\"web\"}".into(),
             )
         })?;
-    let log = LogExpr {
+    let mut log = LogExpr {
         selector: selector(text)?,
         stages: Vec::new(),
         unwrap: None,
     };
+    access.scope(&state).await?.narrow(&mut log.selector)?;
     let range = p.log_range(HOUR)?;
     state.check_range(range)?;
     let span = range.last() - range.start;
