@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use monitoring_rs::api::ApiConfig;
 use monitoring_rs::api::auth::{AuthMode, AuthTtls};
+use monitoring_rs::api::tls::TlsFiles;
 use monitoring_rs::daemon::{self, Collector, DaemonConfig, KubernetesSettings, Output};
 use monitoring_rs::log_collector::directory::{DirectoryConfig, ReadFrom};
 use monitoring_rs::log_database::Config as StoreConfig;
@@ -78,6 +79,15 @@ struct Args {
     /// (kubernetes) or is open (none); only with --auth kubernetes.
     #[arg(long, env = "METRICS_AUTH", value_enum, ignore_case = true, default_value_t = AuthKind::Kubernetes)]
     metrics_auth: AuthKind,
+
+    /// Serve HTTPS with this PEM certificate chain (with
+    /// --tls-private-key-file); re-read when the file changes.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert-file.
+    #[arg(long, env = "TLS_PRIVATE_KEY_FILE")]
+    tls_private_key_file: Option<PathBuf>,
 
     /// How long a token's TokenReview answer is kept (the kubelet's default).
     #[arg(long, env = "AUTH_TOKEN_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
@@ -241,6 +251,17 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         AuthKind::None => AuthMode::None,
     };
     let auth_kubeconfig = args.kubeconfig.clone();
+    let tls = match (
+        args.tls_cert_file.clone(),
+        args.tls_private_key_file.clone(),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => bail!("--tls-cert-file and --tls-private-key-file go together: give both or neither"),
+    };
+    if tls.is_none() && auth == AuthMode::Kubernetes && !args.listen.ip().is_loopback() {
+        tracing::warn!(address = %args.listen, "Bearer tokens will cross the network in plain HTTP: give --tls-cert-file and --tls-private-key-file.");
+    }
     let root = match (args.log_collector, args.root_path) {
         (_, Some(root)) => root,
         (CollectorKind::Directory, None) => {
@@ -301,6 +322,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
             header_read_timeout: args.header_read_timeout,
             max_tails: args.max_tails,
             metrics_auth: args.metrics_auth == AuthKind::Kubernetes,
+            tls,
             ..ApiConfig::default()
         },
         auth,

@@ -179,3 +179,53 @@ fn the_dockerfile_caches_dependencies_and_runs_the_binary() {
     );
     assert!(text.contains(r#"ENTRYPOINT ["/monitoring-rs"]"#));
 }
+
+#[test]
+fn the_shipped_manifest_runs_with_auth_and_tls() {
+    let docs = documents();
+    let pod = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let env: Vec<(String, String)> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    // --auth defaults to kubernetes with this collector; nothing turns it off.
+    assert!(get("AUTH").is_none_or(|v| v == "kubernetes"));
+    assert!(!strings(&c["args"]).contains(&"none".to_owned()));
+    let cert = get("TLS_CERT_FILE").expect("TLS_CERT_FILE");
+    let key = get("TLS_PRIVATE_KEY_FILE").expect("TLS_PRIVATE_KEY_FILE");
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .expect("the tls volume is mounted");
+    let dir = mount["mountPath"].as_str().unwrap();
+    assert!(cert.starts_with(dir) && key.starts_with(dir));
+    let secret = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap();
+    assert_eq!(secret["secret"]["secretName"], "monitoring-rs-tls");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/networkpolicy.yaml"
+    ))
+    .unwrap();
+    let policy: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8000);
+}

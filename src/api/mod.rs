@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod params;
 mod server;
 mod tail;
+pub mod tls;
 
 pub use server::serve;
 
@@ -55,6 +56,8 @@ pub struct ApiConfig {
     pub max_tails: usize,
     /// `/metrics` needs `get` on `/metrics` (with a reviewer).
     pub metrics_auth: bool,
+    /// Serve HTTPS with these files.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +71,7 @@ impl Default for ApiConfig {
             header_read_timeout: Duration::from_secs(10),
             max_tails: 100,
             metrics_auth: true,
+            tls: None,
         }
     }
 }

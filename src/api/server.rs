@@ -40,6 +40,13 @@ async fn serve_router(
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS) as u32;
     let slots = Arc::new(Semaphore::new(max as usize));
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    let tls = match &limits.tls {
+        Some(files) => Some(
+            super::tls::acceptor(files)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Wait for a free slot before accepting: past the cap, new clients
@@ -63,24 +70,19 @@ async fn serve_router(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let (metrics, mut stop) = (metrics.clone(), stop.clone());
+        let (app, metrics, stop, tls) = (app.clone(), metrics.clone(), stop.clone(), tls.clone());
+        let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             metrics.connection_opened();
-            let mut connection = std::pin::pin!(connection);
-            // A client that vanishes or breaks the protocol ends only its
-            // own connection. On shutdown an idle connection closes at once
-            // and a busy one after its answer.
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = async { drop(stop.wait_for(|s| *s).await) } => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match tls {
+                None => connection(stream, app, header_timeout, stop).await,
+                Some(acceptor) => {
+                    // The handshake gets the same deadline as the headers.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(stream, app, header_timeout, stop).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "A TLS handshake failed."),
+                        Err(_) => tracing::debug!("A TLS handshake timed out."),
+                    }
                 }
             }
             metrics.connection_closed();
@@ -96,6 +98,32 @@ async fn serve_router(
 
 /// Turns a panic in a handler into a 500 for that request alone: logged,
 /// counted in `/metrics`, and the daemon goes on.
+/// Serves one connection (plain or TLS) until it ends, or gracefully
+/// once the server stops.
+async fn connection<S>(
+    stream: S,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = async { drop(stop.wait_for(|s| *s).await) } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
 fn with_panic_guard(app: Router, state: AppState) -> Router {
     app.layer(tower_http::catch_panic::CatchPanicLayer::custom(
         move |panic: Box<dyn std::any::Any + Send>| -> Response {
