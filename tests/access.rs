@@ -260,8 +260,15 @@ async fn check(mut api: FakeApiServer, daemon: Daemon) {
     );
     drop(socket);
 
-    // /metrics needs get on /metrics.
-    assert_eq!(client.get(Some("root-token"), "/metrics", &[]).await.0, 200);
+    // /metrics needs get on /metrics; denials are counted by reason.
+    let (status, metrics, _) = client.get(Some("root-token"), "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    for reason in ["no_token", "invalid_token", "namespace_forbidden"] {
+        assert!(
+            metrics.contains(&format!("monitoring_rs_http_requests_denied_total{{reason=\"{reason}\"}}")),
+            "{reason}: {metrics}"
+        );
+    }
     assert_eq!(
         client.get(Some("alice-token"), "/metrics", &[]).await.0,
         403

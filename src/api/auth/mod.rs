@@ -285,8 +285,22 @@ pub async fn middleware(
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
-    request.extensions_mut().insert(Access::User(identity));
-    next.run(request).await
+    request
+        .extensions_mut()
+        .insert(Access::User(identity.clone()));
+    let denied = Arc::new(std::sync::Mutex::new(None));
+    let response = scope::DENIED.scope(denied.clone(), next.run(request)).await;
+    if response.status() == StatusCode::FORBIDDEN {
+        let namespace = denied.lock().unwrap_or_else(|e| e.into_inner()).take();
+        audit(
+            &state,
+            &identity,
+            &path,
+            namespace.as_deref(),
+            "namespace_forbidden",
+        );
+    }
+    response
 }
 
 /// Logs a denial (at most once a second) and counts it by reason.

@@ -21,6 +21,17 @@ pub enum Scope {
     Namespaces(Arc<BTreeSet<String>>),
 }
 
+tokio::task_local! {
+    /// The namespace a request was refused, for the audit line the
+    /// middleware writes.
+    pub(super) static DENIED: Arc<std::sync::Mutex<Option<String>>>;
+}
+
+fn note_denied(namespace: &str) {
+    let _ = DENIED
+        .try_with(|d| *d.lock().unwrap_or_else(|e| e.into_inner()) = Some(namespace.to_owned()));
+}
+
 fn forbidden(message: String) -> ApiError {
     ApiError {
         status: StatusCode::FORBIDDEN,
@@ -50,6 +61,9 @@ impl Scope {
                 .iter()
                 .find(|m| m.op == MatchOp::Equal)
                 .map(|m| m.value.clone());
+            if let Some(ns) = &named {
+                note_denied(ns);
+            }
             return Err(forbidden(match named {
                 Some(ns) => {
                     format!("you may not read logs in namespace {ns:?} (get pods/log there)")
