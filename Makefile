@@ -1,6 +1,7 @@
 # monitoring-rs: the commands a developer and CI run.
 CARGO ?= cargo
 DOCKER ?= docker
+TMPDIR ?= /tmp
 KUBECTL ?= kubectl
 # Where `make kuberun` pushes the image, e.g. registry.example.com/team.
 DOCKER_REGISTRY ?=
@@ -66,6 +67,13 @@ kuberun:
 	$(DOCKER) build -t $(IMAGE) .
 	$(DOCKER) push $(IMAGE)
 	sed 's|image: monitoring-rs:latest|image: $(IMAGE)|' deploy/kubernetes.yaml | $(KUBECTL) apply -f -
+	@# The API serves HTTPS from this Secret; a self-signed one if there is none
+	@# yet (use cert-manager for a real one, see the README).
+	$(KUBECTL) -n monitoring-rs get secret monitoring-rs-tls >/dev/null 2>&1 || { \
+	  openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=monitoring-rs \
+	    -keyout $(TMPDIR)/monitoring-rs-tls.key -out $(TMPDIR)/monitoring-rs-tls.crt && \
+	  $(KUBECTL) -n monitoring-rs create secret tls monitoring-rs-tls \
+	    --cert=$(TMPDIR)/monitoring-rs-tls.crt --key=$(TMPDIR)/monitoring-rs-tls.key; }
 	$(KUBECTL) -n monitoring-rs rollout status daemonset/monitoring-rs --timeout=180s
 	$(KUBECTL) -n monitoring-rs logs -f daemonset/monitoring-rs
 

@@ -223,4 +223,85 @@ async fn main() {
         "collector lag at the end     {} bytes",
         status["collector"]["lag_bytes"]
     );
+    access_control_cost().await;
+}
+
+/// What `--auth kubernetes` adds to a request once its answers are cached:
+/// the same query against an open daemon and one checking tokens with the
+/// (fake) API server, one request at a time.
+async fn access_control_cost() {
+    const REQUESTS: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("logs");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut lines = String::new();
+    for i in 0..10_000 {
+        lines.push_str(&format!("{} level=info request {i} done\n", now_ns()));
+    }
+    std::fs::write(root.join("app.log"), &lines).unwrap();
+    let api = tokio::task::spawn_blocking(testkit::api_server::FakeApiServer::start)
+        .await
+        .unwrap();
+    api.reviews().add_user("bench-token", "bench", &["readers"]);
+    api.reviews()
+        .grant("group:readers", testkit::reviews::Grant::Cluster);
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let open = DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+        .args(["--log-collector", "directory", "--auth", "none"])
+        .flag("--root-path", &root)
+        .flag("--data-directory", dir.path().join("open"))
+        .spawn();
+    let checked = DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+        .args(["--log-collector", "directory", "--auth", "kubernetes"])
+        .flag("--kubeconfig", &kubeconfig)
+        .flag("--root-path", &root)
+        .flag("--data-directory", dir.path().join("checked"))
+        .spawn();
+    let client = reqwest::Client::new();
+    let query = format!("{{path=\"{}\"}}", root.join("app.log").display());
+    let mut figures = Vec::new();
+    for (name, daemon, token) in [
+        ("--auth none", &open, None),
+        ("--auth kubernetes", &checked, Some("bench-token")),
+    ] {
+        wait_ready(&client, &daemon.base()).await;
+        let mut times = Vec::with_capacity(REQUESTS);
+        // The first requests fill the caches and the store's view.
+        for i in 0..REQUESTS + 100 {
+            let mut request = client
+                .get(format!("{}/loki/api/v1/query_range", daemon.base()))
+                .query(&[("query", query.as_str()), ("limit", "100"), ("since", "1h")]);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let started = Instant::now();
+            let response = request.send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{name}: {}",
+                response.status()
+            );
+            response.bytes().await.unwrap();
+            if i >= 100 {
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        println!(
+            "access control {name:<18} p50 {p50:>6.3} ms   p99 {p99:>6.3} ms   ({REQUESTS} requests, one at a time, warm caches)"
+        );
+        figures.push((p50, p99));
+    }
+    println!(
+        "access control adds          p50 {:>+6.3} ms   p99 {:>+6.3} ms per request",
+        figures[1].0 - figures[0].0,
+        figures[1].1 - figures[0].1
+    );
+    open.terminate();
+    checked.terminate();
+    tokio::task::spawn_blocking(move || drop(api))
+        .await
+        .unwrap();
 }

@@ -265,7 +265,9 @@ async fn check(mut api: FakeApiServer, daemon: Daemon) {
     assert_eq!(status, 200);
     for reason in ["no_token", "invalid_token", "namespace_forbidden"] {
         assert!(
-            metrics.contains(&format!("monitoring_rs_http_requests_denied_total{{reason=\"{reason}\"}}")),
+            metrics.contains(&format!(
+                "monitoring_rs_http_requests_denied_total{{reason=\"{reason}\"}}"
+            )),
             "{reason}: {metrics}"
         );
     }
