@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster;
 pub mod daemon;
 pub mod drain;
 pub mod log_collector;

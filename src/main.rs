@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use monitoring_rs::api::ApiConfig;
 use monitoring_rs::api::auth::{AuthMode, AuthTtls};
 use monitoring_rs::api::tls::TlsFiles;
+use monitoring_rs::daemon::PeerConfig;
 use monitoring_rs::daemon::{self, Collector, DaemonConfig, KubernetesSettings, Output};
 use monitoring_rs::log_collector::directory::{DirectoryConfig, ReadFrom};
 use monitoring_rs::log_database::Config as StoreConfig;
@@ -88,6 +89,15 @@ struct Args {
     /// The PEM private key of --tls-cert-file.
     #[arg(long, env = "TLS_PRIVATE_KEY_FILE")]
     tls_private_key_file: Option<PathBuf>,
+
+    /// The other daemons, host:port comma-separated (without Kubernetes).
+    #[arg(long, env = "PEERS", value_delimiter = ',')]
+    peers: Vec<SocketAddr>,
+
+    /// The DaemonSet's headless Service whose EndpointSlices name the other
+    /// daemons, as namespace/name (e.g. monitoring-rs/monitoring-rs).
+    #[arg(long, env = "PEER_SERVICE")]
+    peer_service: Option<String>,
 
     /// How long a token's TokenReview answer is kept (the kubelet's default).
     #[arg(long, env = "AUTH_TOKEN_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
@@ -251,6 +261,23 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         AuthKind::None => AuthMode::None,
     };
     let auth_kubeconfig = args.kubeconfig.clone();
+    let peers = match (&args.peer_service, args.peers.is_empty()) {
+        (Some(_), false) => bail!("--peers and --peer-service are alternatives: give one"),
+        (Some(service), true) => {
+            let Some((namespace, name)) = service.split_once('/') else {
+                bail!(
+                    "--peer-service {service:?}: write namespace/name, e.g. monitoring-rs/monitoring-rs"
+                );
+            };
+            PeerConfig::Service {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                own_node: args.node_name.clone(),
+            }
+        }
+        (None, false) => PeerConfig::Fixed(args.peers.clone()),
+        (None, true) => PeerConfig::None,
+    };
     let tls = match (
         args.tls_cert_file.clone(),
         args.tls_private_key_file.clone(),
@@ -327,6 +354,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         },
         auth,
         auth_kubeconfig,
+        peers,
         auth_ttls: AuthTtls {
             token: args.auth_token_ttl,
             allowed: args.auth_allowed_ttl,

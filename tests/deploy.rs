@@ -227,5 +227,21 @@ fn the_shipped_manifest_runs_with_auth_and_tls() {
     .unwrap();
     let policy: Value = serde_yaml::from_str(&text).unwrap();
     assert_eq!(policy["kind"], "NetworkPolicy");
+    // Peers: EndpointSlices of this namespace's Service, read only.
+    assert_eq!(
+        get("PEER_SERVICE").as_deref(),
+        Some("monitoring-rs/monitoring-rs")
+    );
+    let role = kind(&docs, "Role");
+    assert_eq!(role["metadata"]["namespace"], "monitoring-rs");
+    assert_eq!(strings(&role["rules"][0]["resources"]), ["endpointslices"]);
+    assert_eq!(
+        strings(&role["rules"][0]["verbs"]),
+        ["get", "list", "watch"]
+    );
+    assert_eq!(
+        kind(&docs, "RoleBinding")["roleRef"]["name"],
+        "monitoring-rs-peers"
+    );
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8000);
 }

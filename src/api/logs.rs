@@ -273,5 +273,6 @@ pub(super) async fn status(
         },
         "labels": state.db.label_cardinality(),
         "tail_subscribers": state.db.subscribers(),
+        "peers": state.peers.list(),
     })))
 }

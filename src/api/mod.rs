@@ -98,6 +98,8 @@ pub struct AppState {
     pub memory: MemoryLimit,
     /// Checks tokens and permissions (`--auth kubernetes`); `None`: open.
     pub reviewer: Option<Arc<auth::Reviewer>>,
+    /// The other daemons of the cluster.
+    pub peers: crate::cluster::Peers,
 }
 
 /// Queries that may run at once (the rest wait their turn).
@@ -122,6 +124,7 @@ impl AppState {
             running: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUERIES)),
             memory: MemoryLimit::default(),
             reviewer: None,
+            peers: crate::cluster::Peers::default(),
         }
     }
 }

@@ -96,6 +96,27 @@ pub struct DaemonConfig {
     pub auth_kubeconfig: Option<PathBuf>,
     /// How long review answers are kept.
     pub auth_ttls: AuthTtls,
+    /// Where the other daemons are.
+    pub peers: PeerConfig,
+}
+
+/// How the other daemons of the cluster are found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PeerConfig {
+    /// None: this daemon answers for itself.
+    #[default]
+    None,
+    /// A fixed list (`--peers`).
+    Fixed(Vec<SocketAddr>),
+    /// The endpoints of a Service (`--peer-service namespace/name`).
+    Service {
+        /// The Service's namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// This node, left out of the peers.
+        own_node: Option<String>,
+    },
 }
 
 /// Why the daemon could not start or stopped with an error; each message
@@ -231,11 +252,33 @@ fn run_into_store(
             None
         }
     };
+    let peers = match &config.peers {
+        PeerConfig::None => crate::cluster::Peers::default(),
+        PeerConfig::Fixed(list) => crate::cluster::Peers::fixed(list),
+        PeerConfig::Service {
+            namespace,
+            name,
+            own_node,
+        } => {
+            let client =
+                runtime.block_on(kube_client::client(config.auth_kubeconfig.as_deref()))?;
+            let peers = crate::cluster::Peers::default();
+            runtime.spawn(crate::cluster::watch_peers(
+                client,
+                namespace.clone(),
+                name.clone(),
+                own_node.clone(),
+                peers.clone(),
+            ));
+            peers
+        }
+    };
     let state = AppState {
         collector: status,
         shutdown: shutdown.clone(),
         memory: config.memory,
         reviewer,
+        peers,
         ..AppState::with_config(db.clone(), config.api.clone())
     };
     let served = runtime.block_on(api::serve(listener, state, async move {
@@ -327,6 +370,7 @@ mod tests {
             auth: AuthMode::None,
             auth_kubeconfig: None,
             auth_ttls: AuthTtls::default(),
+            peers: PeerConfig::None,
             memory: MemoryLimit::default(),
         };
         let shutdown = Shutdown::new();

@@ -23,6 +23,7 @@ use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
 use crate::reviews::Reviews;
+use crate::slices::Slices;
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -45,6 +46,7 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     reviews: Arc<Reviews>,
+    slices: Arc<Slices>,
     changes: broadcast::Sender<Change>,
     /// Bumped to end every open watch.
     cuts: tokio::sync::watch::Sender<u64>,
@@ -196,9 +198,23 @@ async fn access_review(
     (axum::http::StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
+async fn endpoint_slices(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(namespace): axum::extract::Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query: BTreeMap<String, String> =
+        serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
+    shared.slices.serve(&namespace, &query)
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/pods", get(pods))
+        .route(
+            "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+            get(endpoint_slices),
+        )
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",
             axum::routing::post(token_review),
@@ -224,6 +240,7 @@ impl FakeApiServer {
                 ..Inner::default()
             }),
             reviews: Arc::default(),
+            slices: Arc::default(),
             changes: broadcast::channel(4096).0,
             cuts: tokio::sync::watch::channel(0).0,
             bookmark_every: Duration::from_millis(500),
@@ -259,6 +276,11 @@ impl FakeApiServer {
     /// shared with the running server.
     pub fn reviews(&self) -> Arc<Reviews> {
         self.shared.reviews.clone()
+    }
+
+    /// Its EndpointSlices, shared with the running server.
+    pub fn slices(&self) -> Arc<Slices> {
+        self.shared.slices.clone()
     }
 
     /// The server's URL.

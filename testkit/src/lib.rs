@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod kubelet;
 pub mod messages;
 pub mod reviews;
+pub mod slices;
 
 /// A fixed instant for test data, relative to the present: the start of the
 /// hour a day ago, in nanoseconds since the epoch. Data stamped from it is
