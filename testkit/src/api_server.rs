@@ -61,6 +61,37 @@ pub struct FakeApiServer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// A list answer, as the API server writes one.
+pub(crate) fn list(
+    api_version: &str,
+    kind: &str,
+    version: u64,
+    items: serde_json::Value,
+) -> Response {
+    let body = json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"resourceVersion": version.to_string()},
+        "items": items,
+    });
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+/// A watch's starting `resourceVersion` and its `timeoutSeconds` (5 min
+/// by default, as the API server picks).
+pub(crate) fn watch_params(query: &BTreeMap<String, String>) -> (u64, Duration) {
+    let from = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(300));
+    (from, timeout)
+}
+
 fn node_of(query: &BTreeMap<String, String>) -> Option<String> {
     query
         .get("fieldSelector")
@@ -81,27 +112,13 @@ async fn pods(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Respo
     if !watch {
         let inner = shared.inner.lock().unwrap();
         let items: Vec<&Pod> = inner.pods.values().filter(|p| on_node(p, &node)).collect();
-        let body = json!({
-            "apiVersion": "v1",
-            "kind": "PodList",
-            "metadata": {"resourceVersion": inner.version.to_string()},
-            "items": items,
-        });
-        return ([("content-type", "application/json")], body.to_string()).into_response();
+        return list("v1", "PodList", inner.version, json!(items));
     }
-    let from: u64 = query
-        .get("resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let (from, timeout) = watch_params(&query);
     let bookmarks = matches!(
         query.get("allowWatchBookmarks").map(String::as_str),
         Some("true" | "1")
     );
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(300));
     let (backlog, live, expired) = {
         let inner = shared.inner.lock().unwrap();
         let live = shared.changes.subscribe();

@@ -133,23 +133,14 @@ impl Slices {
                 .values()
                 .filter(|s| selected(s, namespace, service.as_deref()))
                 .collect();
-            let body = json!({
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSliceList",
-                "metadata": {"resourceVersion": inner.version.to_string()},
-                "items": items,
-            });
-            return ([("content-type", "application/json")], body.to_string()).into_response();
+            return crate::api_server::list(
+                "discovery.k8s.io/v1",
+                "EndpointSliceList",
+                inner.version,
+                json!(items),
+            );
         }
-        let from: u64 = query
-            .get("resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let timeout = query
-            .get("timeoutSeconds")
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(300));
+        let (from, timeout) = crate::api_server::watch_params(query);
         let event =
             |c: &Change| Bytes::from(format!("{}\n", json!({"type": c.kind, "object": c.slice})));
         let (namespace, service) = (namespace.to_owned(), service);
