@@ -53,6 +53,24 @@ impl Labels {
             .map(|i| self.0[i].1.as_str())
     }
 
+    /// The pairs, owned (to change and build a new set from).
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        self.0.clone()
+    }
+
+    /// The labels whose name is in `names` (`listed`), or is not
+    /// (`!listed`): `by` / `on` keep the listed ones, `without` /
+    /// `ignoring` the others.
+    pub fn filtered(&self, names: &[String], listed: bool) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|(n, _)| names.iter().any(|l| l == n) == listed)
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// The pairs, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
 
-use super::{HOUR, selector};
+use super::{HOUR, required, scoped_selector};
 use crate::api::params::{FormParams, Params, QueryParams};
 use crate::api::{ApiError, AppState, Row, run_log_query};
 use crate::log_database::labels::Labels;
@@ -73,17 +73,10 @@ pub(crate) async fn detected_labels(
 ) -> Result<Json<DetectedLabels>, ApiError> {
     let range = p.range(6 * HOUR)?;
     let scope = access.scope(&state).await?;
-    let matchers = match p
+    let query = p
         .get("query")
-        .filter(|q| !q.trim().is_empty() && q.trim() != "{}")
-    {
-        Some(text) => {
-            let mut matchers = selector(text)?;
-            scope.narrow(&mut matchers)?;
-            Some(matchers)
-        }
-        None => scope.selector()?,
-    };
+        .filter(|q| !q.trim().is_empty() && q.trim() != "{}");
+    let matchers = scoped_selector(&scope, query)?;
     let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     match &matchers {
         Some(m) => {
@@ -172,14 +165,7 @@ async fn sample(
     access: &crate::api::auth::Access,
     p: &Params,
 ) -> Result<Vec<Row>, ApiError> {
-    let text = p
-        .get("query")
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "the query parameter is required, e.g. query={app=\"web\"}".into(),
-            )
-        })?;
+    let text = required(p, "query", "{app=\"web\"}")?;
     let mut log = match parse(text)? {
         Expr::Log(log) => log,
         Expr::Metric(_) => {

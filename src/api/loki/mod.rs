@@ -30,7 +30,7 @@ const HOUR: i64 = 3_600_000_000_000;
 /// Most points a series may have, as in Prometheus and Loki.
 const MAX_POINTS: i64 = 11_000;
 
-fn required<'a>(p: &'a Params, key: &str, example: &str) -> Result<&'a str, ApiError> {
+pub(super) fn required<'a>(p: &'a Params, key: &str, example: &str) -> Result<&'a str, ApiError> {
     p.get(key).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
         ApiError::bad_request(format!(
             "the {key} parameter is required, e.g. {key}={example}"
@@ -60,19 +60,38 @@ fn selector(text: &str) -> Result<Vec<Matcher>, ApiError> {
     }
 }
 
+/// The selector of an optional `query` parameter, narrowed to what the
+/// caller may read; without one, the scope's own selector (`None`: all).
+pub(super) fn scoped_selector(
+    scope: &Scope,
+    query: Option<&str>,
+) -> Result<Option<Vec<Matcher>>, ApiError> {
+    match query {
+        Some(text) => {
+            let mut selector = selector(text)?;
+            scope.narrow(&mut selector)?;
+            Ok(Some(selector))
+        }
+        None => scope.selector(),
+    }
+}
+
 /// A query answer: Loki's envelope around a typed result.
 fn answer(result: QueryResult) -> Json<Success<QueryData>> {
     Json(Success::new(result.into_data()))
+}
+
+/// Loki's default step for a range: the range over 250, in whole
+/// seconds, at least 1 s.
+pub(super) fn default_step(span: i64) -> i64 {
+    (span / 250 / 1_000_000_000).max(1) * 1_000_000_000
 }
 
 /// The evaluation steps of a range query: `step` (default: the range over
 /// 250 in whole seconds, at least 1 s), at most [`MAX_POINTS`] of them.
 fn steps(p: &Params, range: TimeRange) -> Result<Steps, ApiError> {
     let (start, end) = (range.start, range.last());
-    let step = p
-        .duration("step")?
-        // Loki's default: the range over 250, in whole seconds, at least 1 s.
-        .unwrap_or(((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000);
+    let step = p.duration("step")?.unwrap_or(default_step(end - start));
     if step <= 0 {
         return Err(ApiError::bad_request(
             "step must be positive, e.g. step=15s".into(),
@@ -222,15 +241,7 @@ pub(super) async fn labels(
 ) -> Result<Json<Success<Vec<String>>>, ApiError> {
     let range = p.range(6 * HOUR)?;
     let scope = access.scope(&state).await?;
-    let query = p.get("query").filter(|s| !s.is_empty());
-    let selector = match query {
-        Some(text) => {
-            let mut selector = selector(text)?;
-            scope.narrow(&mut selector)?;
-            Some(selector)
-        }
-        None => scope.selector()?,
-    };
+    let selector = scoped_selector(&scope, p.get("query").filter(|s| !s.is_empty()))?;
     let names: Vec<String> = match selector {
         Some(selector) => {
             let mut names: Vec<String> = state
@@ -257,14 +268,7 @@ pub(super) async fn label_values(
 ) -> Result<Json<Success<Vec<String>>>, ApiError> {
     let range = p.range(6 * HOUR)?;
     let scope = access.scope(&state).await?;
-    let selector = match p.get("query").filter(|s| !s.is_empty()) {
-        Some(text) => {
-            let mut selector = selector(text)?;
-            scope.narrow(&mut selector)?;
-            Some(selector)
-        }
-        None => scope.selector()?,
-    };
+    let selector = scoped_selector(&scope, p.get("query").filter(|s| !s.is_empty()))?;
     let values = state.db.label_values(&name, selector.as_deref(), range)?;
     Ok(Json(Success::new(values)))
 }

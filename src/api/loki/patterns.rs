@@ -11,7 +11,7 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::shapes::Success;
-use super::{HOUR, selector};
+use super::{HOUR, default_step, required, selector};
 use crate::api::params::FormParams;
 use crate::api::{ApiError, AppState, run_log_query};
 use crate::drain::Drain;
@@ -38,14 +38,7 @@ pub(crate) async fn patterns(
     axum::Extension(access): axum::Extension<crate::api::auth::Access>,
     FormParams(p): FormParams,
 ) -> Result<Json<Success<Vec<Pattern>>>, ApiError> {
-    let text = p
-        .get("query")
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "the query parameter is required, e.g. query={service_name=\"web\"}".into(),
-            )
-        })?;
+    let text = required(&p, "query", "{service_name=\"web\"}")?;
     let mut log = LogExpr {
         selector: selector(text)?,
         stages: Vec::new(),
@@ -58,7 +51,7 @@ pub(crate) async fn patterns(
     let step = p
         .duration("step")?
         .filter(|s| *s > 0)
-        .unwrap_or(((span / 250) / 1_000_000_000).max(1) * 1_000_000_000);
+        .unwrap_or(default_step(span));
     let db = state.db.clone();
     let rows = state
         .blocking(move |budget| {

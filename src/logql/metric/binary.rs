@@ -54,12 +54,7 @@ fn pair(op: BinaryOp, bool_: bool, a: f64, b: f64, keep: f64) -> Option<f64> {
 fn signature(labels: &Labels, matching: Option<&VectorMatching>) -> Labels {
     match matching {
         None => labels.clone(),
-        Some(m) => Labels::new(
-            labels
-                .iter()
-                .filter(|(n, _)| m.labels.iter().any(|l| l == n) == m.on)
-                .map(|(n, v)| (n.to_owned(), v.to_owned())),
-        ),
+        Some(m) => labels.filtered(&m.labels, m.on),
     }
 }
 
@@ -176,17 +171,10 @@ fn result_labels(many: &Labels, one: &Labels, matching: Option<&VectorMatching>)
     let Some(m) = matching else {
         return many.clone();
     };
-    let mut pairs: Vec<(String, String)> = match &m.group {
+    let mut pairs = match &m.group {
         // One-to-one: keep the `on` labels, or drop the `ignoring` ones.
-        None => many
-            .iter()
-            .filter(|(n, _)| m.labels.iter().any(|l| l == n) == m.on)
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect(),
-        Some(_) => many
-            .iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect(),
+        None => signature(many, matching).to_pairs(),
+        Some(_) => many.to_pairs(),
     };
     if let Some(GroupSide::Left(include) | GroupSide::Right(include)) = &m.group {
         for name in include {

@@ -15,12 +15,7 @@ use crate::logql::pipeline::ERROR;
 pub(super) fn group(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
     match grouping {
         None => labels.clone(),
-        Some(g) => Labels::new(
-            labels
-                .iter()
-                .filter(|(n, _)| g.labels.iter().any(|l| l == n) != g.without)
-                .map(|(n, v)| (n.to_owned(), v.to_owned())),
-        ),
+        Some(g) => labels.filtered(&g.labels, !g.without),
     }
 }
 

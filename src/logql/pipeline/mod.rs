@@ -66,8 +66,8 @@ impl LevelLabels {
             .map(level::normalize)
             .unwrap_or_else(|| level.as_str().to_owned());
         let pairs = stream
-            .iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .to_pairs()
+            .into_iter()
             .chain([(level::LABEL.to_owned(), value)]);
         let labels = Arc::new(Labels::new(pairs));
         map.insert(key, (stream.clone(), labels.clone()));
@@ -177,12 +177,7 @@ impl<'s, 'l> Entry<'s, 'l> {
 
     fn pairs(&mut self) -> &mut Vec<(String, String)> {
         let stream = self.stream;
-        self.labels.get_or_insert_with(|| {
-            stream
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect()
-        })
+        self.labels.get_or_insert_with(|| stream.to_pairs())
     }
 
     /// Sets a label.
@@ -239,12 +234,7 @@ impl<'s, 'l> Entry<'s, 'l> {
         if self.labels.is_none() && self.error.is_none() && drop.is_none() {
             return (stream.clone(), self.line);
         }
-        let mut pairs = self.labels.unwrap_or_else(|| {
-            stream
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect()
-        });
+        let mut pairs = self.labels.unwrap_or_else(|| stream.to_pairs());
         if let Some(name) = drop {
             pairs.retain(|(n, _)| n != name);
         }
@@ -262,11 +252,7 @@ impl Context for Entry<'_, '_> {
     fn labels(&self) -> Vec<(String, String)> {
         let mut pairs: Vec<(String, String)> = match &self.labels {
             Some(pairs) => pairs.clone(),
-            None => self
-                .stream
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect(),
+            None => self.stream.to_pairs(),
         };
         pairs.extend(self.error.clone().map(|e| (ERROR.to_owned(), e)));
         pairs.sort();
