@@ -43,14 +43,8 @@ impl Client {
 
 fn start(node: &Node, kubeconfig: &std::path::Path, data: &std::path::Path) -> Daemon {
     DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
-        .args([
-            "--log-collector",
-            "kubernetes",
-            "--node-name",
-            "node-1",
-            "--auth",
-            "kubernetes",
-        ])
+        .kubernetes(node, kubeconfig, data)
+        .args(["--auth", "kubernetes"])
         .args(["--flush-interval", "100ms", "--pod-wait", "1s"])
         // Short caches, so the test can see a revocation take effect.
         .args([
@@ -61,9 +55,6 @@ fn start(node: &Node, kubeconfig: &std::path::Path, data: &std::path::Path) -> D
             "--auth-token-ttl",
             "2s",
         ])
-        .flag("--root-path", node.containers())
-        .flag("--kubeconfig", kubeconfig)
-        .flag("--data-directory", data)
         .on(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)))
         .quiet()
         .start()

@@ -16,24 +16,11 @@ static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(testkit::a_day_ag
 
 fn start(node: &Node, kubeconfig: &std::path::Path, data: &std::path::Path) -> Daemon {
     DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
-        .args([
-            "--log-collector",
-            "kubernetes",
-            "--node-name",
-            "node-1",
-            // Collection is under test here; access control has its own test.
-            "--auth",
-            "none",
-            "--flush-interval",
-            "100ms",
-            "--pod-wait",
-            "3s",
-            "--rotate-wait",
-            "500ms",
-        ])
-        .flag("--root-path", node.containers())
-        .flag("--kubeconfig", kubeconfig)
-        .flag("--data-directory", data)
+        .kubernetes(node, kubeconfig, data)
+        // Collection is under test here; access control has its own test.
+        .args(["--auth", "none"])
+        .args(["--flush-interval", "100ms", "--pod-wait", "3s"])
+        .args(["--rotate-wait", "500ms"])
         .start()
 }
 

@@ -16,19 +16,10 @@ use testkit::kubelet::{Container, Node};
 /// files and begins reading them.
 fn start(node: &Node, kubeconfig: &std::path::Path, data: &std::path::Path, flush: &str) -> Daemon {
     DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+        .kubernetes(node, kubeconfig, data)
         // These exercise collection; access control has its own test.
-        .args([
-            "--log-collector",
-            "kubernetes",
-            "--node-name",
-            "node-1",
-            "--auth",
-            "none",
-        ])
+        .args(["--auth", "none"])
         .args(["--flush-interval", flush, "--pod-wait", "1s"])
-        .flag("--root-path", node.containers())
-        .flag("--kubeconfig", kubeconfig)
-        .flag("--data-directory", data)
         .start()
 }
 

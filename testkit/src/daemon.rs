@@ -58,6 +58,21 @@ impl DaemonCommand {
         }
     }
 
+    /// The Kubernetes collector as node `node-1` of a stand-in cluster:
+    /// `node`'s container logs, the fake API server behind `kubeconfig`,
+    /// the store in `data`. Tests add their own timings and `--auth`.
+    pub fn kubernetes(
+        self,
+        node: &crate::kubelet::Node,
+        kubeconfig: &std::path::Path,
+        data: &std::path::Path,
+    ) -> Self {
+        self.args(["--log-collector", "kubernetes", "--node-name", "node-1"])
+            .flag("--root-path", node.containers())
+            .flag("--kubeconfig", kubeconfig)
+            .flag("--data-directory", data)
+    }
+
     /// Adds flags.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
