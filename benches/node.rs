@@ -71,18 +71,9 @@ impl Slot {
 /// the figures).
 fn start_daemon(node: &Node, kubeconfig: &Path, data: &Path) -> Daemon {
     DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
-        // These exercise collection; access control has its own test.
-        .args([
-            "--log-collector",
-            "kubernetes",
-            "--node-name",
-            "node-1",
-            "--auth",
-            "none",
-        ])
-        .flag("--root-path", node.containers())
-        .flag("--kubeconfig", kubeconfig)
-        .flag("--data-directory", data)
+        .kubernetes(node, kubeconfig, data)
+        // This measures collection; access control has its own bench.
+        .args(["--auth", "none"])
         .log("error")
         .quiet()
         .start()
