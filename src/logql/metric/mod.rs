@@ -8,6 +8,7 @@
 //! operators then work on whole series.
 
 mod binary;
+pub mod leaves;
 mod range;
 #[cfg(test)]
 mod tests;
@@ -18,12 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::ast::{AggregateOp, MetricExpr, RangeFunc};
+use super::ast::MetricExpr;
 use crate::log_database::labels::Labels;
 use crate::log_database::{Database, StoreError};
+pub use leaves::Leaf;
 
 /// The evaluation grid: `count` steps at `start + k * step` (ns).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Steps {
     /// The first step, ns.
     pub start: i64,
@@ -112,7 +114,7 @@ pub enum EvalError {
 }
 
 /// One series of a result: its labels and its values by step index.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     /// The labels.
     pub labels: Labels,
@@ -130,12 +132,34 @@ pub enum Value {
     Matrix(Vec<Series>),
 }
 
-/// Evaluates `expr` on `steps`.
+/// Evaluates `expr` on `steps` over this node's store.
 pub fn evaluate(
     expr: &MetricExpr,
     db: &Database,
     steps: &Steps,
     budget: &Budget,
+) -> Result<Value, EvalError> {
+    evaluate_with(expr, steps, &mut |leaf| match leaf {
+        // `sum by (x)` of an additive range function: group while
+        // counting, so only the grouped series are ever held and parsers
+        // extract only `x` (as Loki does).
+        Leaf::Sum { grouping, range } => {
+            let pushed = grouping.cloned().unwrap_or(super::ast::Grouping {
+                without: false,
+                labels: Vec::new(),
+            });
+            range::evaluate(range, Some(&pushed), db, steps, budget)
+        }
+        Leaf::Range(range) => range::evaluate(range, None, db, steps, budget),
+    })
+}
+
+/// Evaluates `expr` on `steps`, with each leaf's series (see
+/// [`leaves::leaves`]) from `leaf`, asked in [`leaves::leaves`] order.
+pub fn evaluate_with(
+    expr: &MetricExpr,
+    steps: &Steps,
+    leaf: &mut dyn FnMut(Leaf) -> Result<Vec<Series>, EvalError>,
 ) -> Result<Value, EvalError> {
     match expr {
         MetricExpr::Number(n) => Ok(Value::Scalar(*n)),
@@ -143,38 +167,16 @@ pub fn evaluate(
             labels: Labels::default(),
             points: (0..steps.count).map(|k| (k, *n)).collect(),
         }])),
-        MetricExpr::Range(range) => Ok(Value::Matrix(range::evaluate(
-            range, None, db, steps, budget,
-        )?)),
+        MetricExpr::Range(range) => Ok(Value::Matrix(leaf(Leaf::Range(range))?)),
         MetricExpr::Aggregate {
             op,
             grouping,
             param,
             inner,
         } => {
-            let series = match inner.as_ref() {
-                // `sum by (x)` of an additive range function: group while
-                // counting, so only the grouped series are ever held and
-                // parsers extract only `x` (as Loki does).
-                MetricExpr::Range(range)
-                    if *op == AggregateOp::Sum
-                        && range.grouping.is_none()
-                        && matches!(
-                            range.func,
-                            RangeFunc::CountOverTime
-                                | RangeFunc::Rate
-                                | RangeFunc::BytesOverTime
-                                | RangeFunc::BytesRate
-                                | RangeFunc::SumOverTime
-                        ) =>
-                {
-                    let pushed = grouping.clone().unwrap_or(super::ast::Grouping {
-                        without: false,
-                        labels: Vec::new(),
-                    });
-                    range::evaluate(range, Some(&pushed), db, steps, budget)?
-                }
-                _ => match evaluate(inner, db, steps, budget)? {
+            let series = match Leaf::sum(*op, grouping.as_ref(), inner) {
+                Some(sum) => leaf(sum)?,
+                None => match evaluate_with(inner, steps, leaf)? {
                     Value::Matrix(series) => series,
                     Value::Scalar(_) => {
                         return Err(EvalError::Invalid(
@@ -196,7 +198,7 @@ pub fn evaluate(
             replacement,
             src,
             regex,
-        } => match evaluate(inner, db, steps, budget)? {
+        } => match evaluate_with(inner, steps, leaf)? {
             Value::Matrix(series) => Ok(Value::Matrix(vector::label_replace(
                 series,
                 dst,
@@ -214,8 +216,8 @@ pub fn evaluate(
             lhs,
             rhs,
         } => {
-            let l = evaluate(lhs, db, steps, budget)?;
-            let r = evaluate(rhs, db, steps, budget)?;
+            let l = evaluate_with(lhs, steps, leaf)?;
+            let r = evaluate_with(rhs, steps, leaf)?;
             binary::apply(*op, modifier, l, r, steps)
         }
     }

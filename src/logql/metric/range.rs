@@ -19,7 +19,7 @@ pub(super) fn group(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
     }
 }
 
-fn additive(func: RangeFunc) -> bool {
+pub(super) fn additive(func: RangeFunc) -> bool {
     matches!(
         func,
         RangeFunc::CountOverTime
@@ -42,6 +42,24 @@ enum Acc {
     },
 }
 
+/// Whether nodes' answers for the same series combine into the answer one
+/// store would give: sums add, maxima and minima fold, absences intersect.
+/// The others need all of a series' samples in one place.
+pub(super) fn mergeable(func: RangeFunc) -> bool {
+    additive(func)
+        || matches!(
+            func,
+            RangeFunc::MaxOverTime | RangeFunc::MinOverTime | RangeFunc::AbsentOverTime
+        )
+}
+
+/// Most samples a node gathers for one query whose function needs every
+/// sample of a group in one place (16 bytes each).
+const MAX_GATHERED_SAMPLES: usize = 1_000_000;
+
+/// The samples of one series, in time order, already shifted by the offset.
+pub(crate) type Samples = Vec<(i64, f64)>;
+
 /// Evaluates a range aggregation; `pushed` is a `sum by` grouping from
 /// outside that may be applied while counting.
 pub(super) fn evaluate(
@@ -51,6 +69,65 @@ pub(super) fn evaluate(
     steps: &Steps,
     budget: &Budget,
 ) -> Result<Vec<Series>, EvalError> {
+    match run(expr, pushed, db, steps, budget, false)? {
+        Run::Series(series) => Ok(series),
+        Run::Samples(_) => unreachable!("samples are kept only when asked for"),
+    }
+}
+
+/// The samples of every series (after the expression's grouping) in the
+/// windows of `steps`, for a function that needs them all in one place.
+pub(super) fn samples(
+    expr: &RangeExpr,
+    db: &Database,
+    steps: &Steps,
+    budget: &Budget,
+) -> Result<Vec<(Labels, Samples)>, EvalError> {
+    match run(expr, None, db, steps, budget, !mergeable(expr.func))? {
+        Run::Samples(samples) => Ok(samples),
+        Run::Series(_) => Err(EvalError::Invalid(format!(
+            "{} combines across nodes without its samples",
+            expr.func
+        ))),
+    }
+}
+
+/// Computes a non-mergeable function's points from every sample of each
+/// series (the nodes' samples merged in time order).
+pub(super) fn from_samples(
+    expr: &RangeExpr,
+    series: Vec<(Labels, Samples)>,
+    steps: &Steps,
+) -> Vec<Series> {
+    let mut out: Vec<Series> = series
+        .into_iter()
+        .map(|(labels, samples)| {
+            let mut window: VecDeque<(i64, f64)> = samples.into();
+            let mut points = BTreeMap::new();
+            for k in 0..steps.count {
+                window_point(expr, &mut window, k, steps, &mut points);
+            }
+            Series { labels, points }
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
+enum Run {
+    Series(Vec<Series>),
+    Samples(Vec<(Labels, Samples)>),
+}
+
+fn run(
+    expr: &RangeExpr,
+    pushed: Option<&Grouping>,
+    db: &Database,
+    steps: &Steps,
+    budget: &Budget,
+    collect: bool,
+) -> Result<Run, EvalError> {
     let range = expr.range;
     let grouping = expr.grouping.as_ref().or(pushed);
     // Sample times are shifted by the offset, so step t sees (t - o - range, t - o].
@@ -68,6 +145,7 @@ pub(super) fn evaluate(
     // Labels after grouping, by the labels before it: grouping once per
     // distinct input series, not once per entry.
     let mut grouped: HashMap<Arc<Labels>, Arc<Labels>> = HashMap::new();
+    let mut gathered = 0usize;
     for (n, entry) in db.query(query)?.enumerate() {
         if n % 4096 == 0 {
             budget.check()?;
@@ -134,9 +212,18 @@ pub(super) fn evaluate(
                 points,
             } => {
                 // Every step before this sample has seen its whole window.
-                while *next < steps.count && steps.at(*next) < ts {
+                while !collect && *next < steps.count && steps.at(*next) < ts {
                     window_point(expr, samples, *next, steps, points);
                     *next += 1;
+                }
+                if collect {
+                    gathered += 1;
+                    if gathered > MAX_GATHERED_SAMPLES {
+                        return Err(EvalError::Invalid(format!(
+                            "{} grouped with by/without needs all its samples from every node in one place, and this query has more than {MAX_GATHERED_SAMPLES}; narrow the selector or the time range, or group after the function (e.g. max by (…) ({}(…)))",
+                            expr.func, expr.func
+                        )));
+                    }
                 }
                 samples.push_back((ts, value));
             }
@@ -157,12 +244,23 @@ pub(super) fn evaluate(
             .map(|k| (k, 1.0))
             .collect();
         if points.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Run::Series(Vec::new()));
         }
-        return Ok(vec![Series {
+        return Ok(Run::Series(vec![Series {
             labels: absent_labels(expr),
             points,
-        }]);
+        }]));
+    }
+    if collect {
+        let mut out: Vec<(Labels, Samples)> = series
+            .into_iter()
+            .filter_map(|(labels, acc)| match acc {
+                Acc::Window { samples, .. } => Some(((*labels).clone(), samples.into())),
+                Acc::Cells(_) => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        return Ok(Run::Samples(out));
     }
     let mut out: Vec<Series> = series
         .into_iter()
@@ -198,7 +296,7 @@ pub(super) fn evaluate(
         .filter(|s| !s.points.is_empty())
         .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
-    Ok(out)
+    Ok(Run::Series(out))
 }
 
 /// The labels of `absent_over_time`'s series: the selector's equality

@@ -366,3 +366,124 @@ fn vector_operators_and_matching() {
         2
     );
 }
+
+/// Streams spread over three stores, and the same streams in one: for
+/// every query, evaluating each store's parts and combining them gives
+/// what the single store gives.
+#[test]
+fn parts_of_three_stores_combine_into_the_one_store_answer() {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let stores: Vec<Database> = dirs
+        .iter()
+        .map(|d| Database::open(d.path(), Config::default()).unwrap().0)
+        .collect();
+    let (nodes, all) = stores.split_at(3);
+    let all = &all[0];
+    for pod in 0..9u32 {
+        let node = (pod % 3) as usize;
+        let labels = Labels::new([
+            ("app", if pod % 2 == 0 { "web" } else { "api" }.to_owned()),
+            ("pod", format!("p{pod}")),
+            ("node", format!("n{node}")),
+        ]);
+        let entries: Vec<(i64, Vec<u8>)> = (0..40u32)
+            .map(|i| {
+                let t = i64::from(i) * 7 * S + i64::from(pod) * 113_000_000;
+                let level = ["info", "warn", "error"][((i + pod) % 3) as usize];
+                let line = format!(
+                    "level={level} latency={} status={}",
+                    (i * pod) % 17,
+                    200 + (i % 3) * 100
+                );
+                (t, line.into_bytes())
+            })
+            .collect();
+        for db in [&nodes[node], all] {
+            let mut batch = WriteBatch::default();
+            batch.streams.push(StreamEntries::with(
+                labels.clone(),
+                entries.clone().into_iter(),
+            ));
+            db.write(&batch).unwrap();
+        }
+    }
+    let steps = Steps {
+        start: 30 * S,
+        step: 20 * S,
+        count: 12,
+    };
+    let budget = Budget {
+        deadline: Instant::now() + std::time::Duration::from_secs(60),
+        cancelled: Arc::new(AtomicBool::new(false)),
+        max_series: 500,
+        memory: crate::memory::MemoryLimit::default(),
+    };
+    for query in [
+        r#"sum by (app) (count_over_time({app=~".+"}[1m]))"#,
+        r#"sum(rate({app="web"} | logfmt | level="error" [1m]))"#,
+        r#"topk(2, sum by (pod) (bytes_over_time({app=~".+"}[1m])))"#,
+        r#"avg by (app) (count_over_time({app=~".+"}[30s]))"#,
+        r#"count(count_over_time({app=~".+"}[1m]))"#,
+        r#"quantile_over_time(0.9, {app=~".+"} | logfmt | unwrap latency [1m]) by (app)"#,
+        r#"avg_over_time({app=~".+"} | logfmt | unwrap latency [1m]) by (status)"#,
+        r#"stddev_over_time({app=~".+"} | logfmt | drop pod, node | unwrap latency [1m])"#,
+        r#"first_over_time({app="api"} | logfmt | unwrap latency [1m]) by (app)"#,
+        r#"max_over_time({app=~".+"} | logfmt | unwrap latency [1m]) by (level)"#,
+        r#"min_over_time({app=~".+"} | logfmt | keep app, latency | unwrap latency [1m])"#,
+        r#"quantile_over_time(0.5, {app="web"} | logfmt | unwrap latency [1m])"#,
+        r#"sort_desc(sum by (level) (count_over_time({app=~".+"} | logfmt [1m])))"#,
+        r#"sum by (app) (rate({app=~".+"}[1m])) / on (app) group_left sum by (app) (count_over_time({app=~".+"}[1m]))"#,
+        r#"absent_over_time({app="web", pod="p0"}[10s])"#,
+        r#"absent_over_time({app="nope"}[10s])"#,
+        r#"count_over_time({app=~".+"} | logfmt | drop pod, node [1m]) > 2"#,
+        r#"stdvar by (app) (rate({app=~".+"}[1m]))"#,
+    ] {
+        let Ok(Expr::Metric(expr)) = parse(query) else {
+            panic!("{query}")
+        };
+        let one = evaluate(&expr, all, &steps, &budget).unwrap();
+        let parts: Vec<Vec<leaves::Part>> = leaves::leaves(&expr)
+            .iter()
+            .map(|leaf| {
+                nodes
+                    .iter()
+                    .map(|db| leaves::part(leaf, db, &steps, &budget).unwrap())
+                    .collect()
+            })
+            .collect();
+        let split = leaves::evaluate_parts(&expr, parts, &steps, &budget).unwrap();
+        assert_close(query, &one, &split);
+    }
+}
+
+/// Equal but for floating-point summation order.
+fn assert_close(query: &str, a: &Value, b: &Value) {
+    let (Value::Matrix(a), Value::Matrix(b)) = (a, b) else {
+        assert_eq!(a, b, "{query}");
+        return;
+    };
+    assert_eq!(
+        a.iter().map(|s| &s.labels).collect::<Vec<_>>(),
+        b.iter().map(|s| &s.labels).collect::<Vec<_>>(),
+        "{query}"
+    );
+    assert!(
+        !a.is_empty() || query.contains("nope") || query.contains("p0"),
+        "{query} is empty"
+    );
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(
+            x.points.keys().collect::<Vec<_>>(),
+            y.points.keys().collect::<Vec<_>>(),
+            "{query} {}",
+            x.labels
+        );
+        for (v, w) in x.points.values().zip(y.points.values()) {
+            assert!(
+                (v - w).abs() <= 1e-9 * v.abs().max(1.0) || (v.is_nan() && w.is_nan()),
+                "{query} {}: {v} vs {w}",
+                x.labels
+            );
+        }
+    }
+}
