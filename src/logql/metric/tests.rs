@@ -400,10 +400,9 @@ fn parts_of_three_stores_combine_into_the_one_store_answer() {
             .collect();
         for db in [&nodes[node], all] {
             let mut batch = WriteBatch::default();
-            batch.streams.push(StreamEntries::with(
-                labels.clone(),
-                entries.clone().into_iter(),
-            ));
+            batch
+                .streams
+                .push(StreamEntries::with(labels.clone(), entries.clone()));
             db.write(&batch).unwrap();
         }
     }
