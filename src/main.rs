@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use monitoring_rs::api::ApiConfig;
 use monitoring_rs::api::auth::{AuthMode, AuthTtls};
 use monitoring_rs::api::tls::TlsFiles;
+use monitoring_rs::cluster::{ClientConfig, PeerTls};
 use monitoring_rs::daemon::PeerConfig;
 use monitoring_rs::daemon::{self, Collector, DaemonConfig, KubernetesSettings, Output};
 use monitoring_rs::log_collector::directory::{DirectoryConfig, ReadFrom};
@@ -98,6 +99,31 @@ struct Args {
     /// daemons, as namespace/name (e.g. monitoring-rs/monitoring-rs).
     #[arg(long, env = "PEER_SERVICE")]
     peer_service: Option<String>,
+
+    /// How long one peer may take to answer before the answer goes
+    /// without it (with a warning).
+    #[arg(long, env = "PEER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    peer_timeout: Duration,
+
+    /// Peers asked at once for one query.
+    #[arg(long, env = "PEER_CONCURRENCY", default_value_t = 16)]
+    peer_concurrency: usize,
+
+    /// Most bytes the peers' answers to one query may add up to (e.g.
+    /// 64MiB); a larger answer is refused with a message to narrow the query.
+    #[arg(long, env = "MAX_PEER_RESPONSE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    max_peer_response_size: u64,
+
+    /// The PEM CA certificate that signs the peers' certificates (needed
+    /// with --tls-cert-file and peers: they serve HTTPS too).
+    #[arg(long, env = "PEER_CA_FILE")]
+    peer_ca_file: Option<PathBuf>,
+
+    /// The name the peers' certificates carry (default: the Service's
+    /// DNS name, name.namespace.svc, with --peer-service; else the peer's
+    /// IP address).
+    #[arg(long, env = "PEER_SERVER_NAME")]
+    peer_server_name: Option<String>,
 
     /// How long a token's TokenReview answer is kept (the kubelet's default).
     #[arg(long, env = "AUTH_TOKEN_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
@@ -286,6 +312,27 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         (None, None) => None,
         _ => bail!("--tls-cert-file and --tls-private-key-file go together: give both or neither"),
     };
+    let peer_tls = match (&tls, &peers, args.peer_ca_file.clone()) {
+        (_, PeerConfig::None, _) | (None, _, None) => None,
+        (Some(_), _, None) => bail!(
+            "this daemon serves HTTPS (--tls-cert-file), so its peers do too: give --peer-ca-file, the CA that signs their certificates"
+        ),
+        (_, peers, Some(ca_file)) => Some(PeerTls {
+            ca_file,
+            server_name: args.peer_server_name.clone().or(match peers {
+                PeerConfig::Service {
+                    namespace, name, ..
+                } => Some(format!("{name}.{namespace}.svc")),
+                _ => None,
+            }),
+        }),
+    };
+    let peer_client = ClientConfig {
+        timeout: args.peer_timeout,
+        concurrency: args.peer_concurrency.max(1),
+        max_response_bytes: usize::try_from(args.max_peer_response_size).unwrap_or(usize::MAX),
+        tls: peer_tls,
+    };
     if tls.is_none() && auth == AuthMode::Kubernetes && !args.listen.ip().is_loopback() {
         tracing::warn!(address = %args.listen, "Bearer tokens will cross the network in plain HTTP: give --tls-cert-file and --tls-private-key-file.");
     }
@@ -355,6 +402,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         auth,
         auth_kubeconfig,
         peers,
+        peer_client,
         auth_ttls: AuthTtls {
             token: args.auth_token_ttl,
             allowed: args.auth_allowed_ttl,

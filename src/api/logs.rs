@@ -12,6 +12,7 @@ use serde_json::json;
 use super::loki::direction;
 use super::params::QueryParams;
 use super::{ApiError, AppState, Row, run_log_query, tail};
+
 use crate::log_database::labels::{Labels, sanitize_name};
 use crate::log_database::query::{Direction, LineFilter, Matcher};
 use crate::log_database::{TimeRange, now_ns};
@@ -104,6 +105,7 @@ fn rfc3339(ns: i64) -> String {
 pub(super) async fn logs(
     State(state): State<AppState>,
     axum::Extension(access): axum::Extension<crate::api::auth::Access>,
+    fanout: super::cluster::Fanout,
     Path((key, value)): Path<(String, String)>,
     QueryParams(p): QueryParams,
 ) -> Result<Response, ApiError> {
@@ -138,8 +140,10 @@ pub(super) async fn logs(
         ));
     }
     let known = state.db.label_names(TimeRange::ALL);
-    // Only an open API may say which labels exist.
-    if !follow && !known.contains(&key) && access.identity().is_none() {
+    // Only an open API may say which labels exist (and only of this node
+    // when it answers alone).
+    let alone = !fanout.asks_peers(&state, &p)? && !fanout.from_peer;
+    if alone && !follow && !known.contains(&key) && access.identity().is_none() {
         return Err(ApiError {
             status: axum::http::StatusCode::NOT_FOUND,
             message: format!("unknown label {key:?}; known labels: {}", known.join(", ")),
@@ -169,17 +173,25 @@ pub(super) async fn logs(
     // Subscribe before querying, so nothing written in between is missed.
     let guard = follow.then(|| tail::TailGuard::take(&state)).transpose()?;
     let live = follow.then(|| state.db.subscribe());
-    let db = state.db.clone();
-    let query = log.clone();
-    let mut rows = state
-        .blocking(move |budget| run_log_query(&db, &query, range, direction, limit, &budget))
-        .await?;
-    if !explicit {
-        rows.reverse();
-    }
     if let (Some(live), Some(guard)) = (live, guard) {
+        let db = state.db.clone();
+        let query = log.clone();
+        let mut rows = state
+            .blocking(move |budget| run_log_query(&db, &query, range, direction, limit, &budget))
+            .await?;
+        if !explicit {
+            rows.reverse();
+        }
         let body = tail::follow_body(&state, log, rows, format, live, guard);
         return Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response());
+    }
+    let (mut rows, missing) =
+        match super::loki::cluster_rows(&state, &fanout, &p, log, range, direction, limit).await? {
+            Ok(gathered) => gathered,
+            Err(peer) => return Ok(*peer),
+        };
+    if !explicit {
+        rows.reverse();
     }
     let body = match format {
         Format::Json => {
@@ -191,11 +203,14 @@ pub(super) async fn logs(
         }
         other => other.rows(&rows),
     };
-    Ok((
-        [(header::CONTENT_TYPE, format.content_type())],
-        Body::from(body),
-    )
-        .into_response())
+    Ok(super::cluster::mark_missing(
+        (
+            [(header::CONTENT_TYPE, format.content_type())],
+            Body::from(body),
+        )
+            .into_response(),
+        &missing,
+    ))
 }
 
 /// `GET /status`: what is being collected and stored.

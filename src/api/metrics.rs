@@ -45,6 +45,8 @@ pub struct Metrics {
     refused: Family<LabelPairs, Counter>,
     denied: Family<LabelPairs, Counter>,
     without_metadata: Family<LabelPairs, Counter>,
+    peer_requests: Family<LabelPairs, Counter>,
+    peer_latency: HistogramFamily,
     counters: Vec<(&'static str, Counter)>,
     gauges: Vec<(&'static str, Gauge)>,
     checkpoint_age: Gauge<f64, AtomicU64>,
@@ -189,6 +191,18 @@ impl Metrics {
             "Lines stored with their file name's labels only, by reason: api_unavailable (no pod list from the API server), pod_unknown (the API server does not know the pod).",
             without_metadata.clone(),
         );
+        let peer_requests = Family::<LabelPairs, Counter>::default();
+        registry.register(
+            "peer_requests",
+            "Requests to other daemons for cluster-wide answers, by peer and outcome: ok, refused (the peer answered 4xx), error (5xx or a broken answer), unreachable, timeout, too_large.",
+            peer_requests.clone(),
+        );
+        let peer_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "peer_request_duration_seconds",
+            "How long other daemons took to answer, by peer.",
+            peer_latency.clone(),
+        );
         let counters = COUNTERS
             .iter()
             .map(|(name, help)| {
@@ -221,6 +235,8 @@ impl Metrics {
             refused,
             denied,
             without_metadata,
+            peer_requests,
+            peer_latency,
             counters,
             gauges,
             checkpoint_age,
@@ -265,6 +281,19 @@ impl Metrics {
         self.denied
             .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
+    }
+
+    /// Records one request to a peer.
+    pub(crate) fn observe_peer(&self, peer: &str, outcome: &str, took: Duration) {
+        self.peer_requests
+            .get_or_create(&vec![
+                ("peer".into(), peer.into()),
+                ("outcome".into(), outcome.into()),
+            ])
+            .inc();
+        self.peer_latency
+            .get_or_create(&vec![("peer".into(), peer.into())])
+            .observe(took.as_secs_f64());
     }
 
     pub(super) fn tail_started(&self) {

@@ -7,6 +7,7 @@
 //! fix.
 
 pub mod auth;
+pub mod cluster;
 mod logs;
 mod loki;
 pub mod metrics;
@@ -100,6 +101,8 @@ pub struct AppState {
     pub reviewer: Option<Arc<auth::Reviewer>>,
     /// The other daemons of the cluster.
     pub peers: crate::cluster::Peers,
+    /// How to ask them.
+    pub peer_client: Arc<crate::cluster::Client>,
 }
 
 /// Queries that may run at once (the rest wait their turn).
@@ -125,6 +128,10 @@ impl AppState {
             memory: MemoryLimit::default(),
             reviewer: None,
             peers: crate::cluster::Peers::default(),
+            peer_client: Arc::new(
+                crate::cluster::Client::new(crate::cluster::ClientConfig::default())
+                    .expect("a client without TLS files always builds"),
+            ),
         }
     }
 }
@@ -221,6 +228,49 @@ impl AppState {
         &self,
         work: impl FnOnce(Budget) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.refuse_near_memory_limit()?;
+        let _permit = self.running.acquire().await.map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the server is shutting down".into(),
+        })?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancelled.clone());
+        let budget = self.budget(cancelled);
+        tokio::task::spawn_blocking(move || work(budget))
+            .await
+            .map_err(|e| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("query failed: {e}"),
+            })?
+    }
+
+    /// Runs `work` as [`blocking`](Self::blocking) does, or at once when
+    /// `inline`: a peer's question that no stream here can match costs
+    /// an index lookup, not a turn among the queries.
+    async fn run<T: Send + 'static>(
+        &self,
+        inline: bool,
+        work: impl FnOnce(Budget) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        if inline {
+            return work(self.budget(Arc::new(AtomicBool::new(false))));
+        }
+        self.blocking(work).await
+    }
+
+    /// Whether no stream here can match any of `selectors` (nothing to read).
+    fn matches_nothing<'a>(
+        &self,
+        selectors: impl IntoIterator<Item = &'a [crate::log_database::query::Matcher]>,
+    ) -> bool {
+        selectors.into_iter().all(|selector| {
+            self.db
+                .series(selector, TimeRange::ALL)
+                .is_ok_and(|s| s.is_empty())
+        })
+    }
+
+    fn refuse_near_memory_limit(&self) -> Result<(), ApiError> {
         if self.memory.pressure() >= Pressure::High {
             self.metrics.refused("memory");
             return Err(ApiError {
@@ -228,24 +278,16 @@ impl AppState {
                 message: "the daemon is near its memory limit (--memory-limit) and takes no new queries for now; try again in a few seconds".into(),
             });
         }
-        let _permit = self.running.acquire().await.map_err(|_| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "the server is shutting down".into(),
-        })?;
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let _guard = CancelOnDrop(cancelled.clone());
-        let budget = Budget {
+        Ok(())
+    }
+
+    fn budget(&self, cancelled: Arc<AtomicBool>) -> Budget {
+        Budget {
             deadline: Instant::now() + self.config.query_timeout,
             cancelled,
             max_series: self.config.max_series,
             memory: self.memory,
-        };
-        tokio::task::spawn_blocking(move || work(budget))
-            .await
-            .map_err(|e| ApiError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("query failed: {e}"),
-            })?
+        }
     }
 
     fn check_limit(&self, limit: usize) -> Result<usize, ApiError> {

@@ -16,7 +16,9 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Params::parse(parts.uri.query().unwrap_or("")).map(Self)
+        let mut params = Params::parse(parts.uri.query().unwrap_or(""))?;
+        params.pin_now();
+        Ok(Self(params))
     }
 }
 
@@ -41,6 +43,7 @@ impl<S: Send + Sync> FromRequest<S> for FormParams {
                 .map_err(|_| ApiError::bad_request("the form body is not UTF-8".into()))?;
             params.extend(Params::parse(text)?);
         }
+        params.pin_now();
         Ok(Self(params))
     }
 }
@@ -71,6 +74,23 @@ impl Params {
             pairs.push((decode(key)?, decode(value)?));
         }
         Ok(Self(pairs))
+    }
+
+    /// Every pair, as they came (for asking peers the same).
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// Fixes "now" for the request: `end` and `time` default to the moment
+    /// the request arrived, so the peers asked the same question answer
+    /// for the same instant rather than each for its own.
+    fn pin_now(&mut self) {
+        let now = now_ns().to_string();
+        for key in ["end", "time"] {
+            if self.get(key).is_none_or(str::is_empty) {
+                self.0.push((key.to_owned(), now.clone()));
+            }
+        }
     }
 
     /// Adds the pairs of another (a POST body).

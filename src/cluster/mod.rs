@@ -3,6 +3,10 @@
 //! Service (`--peer-service`), kept current with a list+watch. The
 //! cluster-wide answers are built on this list.
 
+pub mod client;
+
+pub use client::{Answers, Client, ClientConfig, ClusterError, Missing, PeerTls};
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -39,6 +43,11 @@ impl Peers {
                 })
                 .collect(),
         )))
+    }
+
+    /// The peers ready to answer.
+    pub fn ready(&self) -> Vec<Peer> {
+        self.list().into_iter().filter(|p| p.ready).collect()
     }
 
     /// The peers as last known.

@@ -98,6 +98,8 @@ pub struct DaemonConfig {
     pub auth_ttls: AuthTtls,
     /// Where the other daemons are.
     pub peers: PeerConfig,
+    /// How to ask them.
+    pub peer_client: crate::cluster::ClientConfig,
 }
 
 /// How the other daemons of the cluster are found.
@@ -145,6 +147,9 @@ pub enum DaemonError {
     /// No Kubernetes client.
     #[error(transparent)]
     Kubernetes(#[from] KubeClientError),
+    /// The client for peers could not be set up (the CA file).
+    #[error("{0}; check --peer-ca-file and --peer-server-name")]
+    Peers(#[source] crate::cluster::ClusterError),
     /// The API address cannot be bound.
     #[error("cannot listen on --listen {address}: {source}")]
     Listen {
@@ -254,7 +259,14 @@ fn run_into_store(
     };
     let peers = match &config.peers {
         PeerConfig::None => crate::cluster::Peers::default(),
-        PeerConfig::Fixed(list) => crate::cluster::Peers::fixed(list),
+        // The same list may be given to every daemon: leave this one out.
+        PeerConfig::Fixed(list) => crate::cluster::Peers::fixed(
+            &list
+                .iter()
+                .copied()
+                .filter(|a| *a != config.listen)
+                .collect::<Vec<_>>(),
+        ),
         PeerConfig::Service {
             namespace,
             name,
@@ -279,6 +291,9 @@ fn run_into_store(
         memory: config.memory,
         reviewer,
         peers,
+        peer_client: Arc::new(
+            crate::cluster::Client::new(config.peer_client.clone()).map_err(DaemonError::Peers)?,
+        ),
         ..AppState::with_config(db.clone(), config.api.clone())
     };
     let served = runtime.block_on(api::serve(listener, state, async move {
@@ -371,6 +386,7 @@ mod tests {
             auth_kubeconfig: None,
             auth_ttls: AuthTtls::default(),
             peers: PeerConfig::None,
+            peer_client: crate::cluster::ClientConfig::default(),
             memory: MemoryLimit::default(),
         };
         let shutdown = Shutdown::new();

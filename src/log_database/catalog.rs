@@ -10,7 +10,7 @@ use super::range::TimeRange;
 use super::{Database, StoreError};
 
 /// What `index/stats` reports for a selector and range.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IndexStats {
     /// Streams with entries in the range.
     pub streams: u64,
@@ -20,6 +20,16 @@ pub struct IndexStats {
     pub entries: u64,
     /// Their line bytes.
     pub bytes: u64,
+}
+
+impl std::ops::AddAssign for IndexStats {
+    /// Stores with different streams add up (a cluster's nodes).
+    fn add_assign(&mut self, other: Self) {
+        self.streams += other.streams;
+        self.chunks += other.chunks;
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
 }
 
 impl Database {

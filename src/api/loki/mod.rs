@@ -14,10 +14,15 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use super::auth::{Access, Scope};
+use super::cluster::{Fanout, PeerRows, mark_missing, merge_rows, union, warnings};
+use crate::cluster::Missing;
+use crate::logql::metric::leaves::{self, Part};
 
-use self::shapes::{QueryData, QueryResult, Success};
+use self::shapes::{QueryResult, Success};
 use super::params::{FormParams, Params, QueryParams};
 use super::{ApiError, AppState, Row, run_log_query};
 use crate::log_database::labels::Labels;
@@ -77,8 +82,41 @@ pub(super) fn scoped_selector(
 }
 
 /// A query answer: Loki's envelope around a typed result.
-fn answer(result: QueryResult) -> Json<Success<QueryData>> {
-    Json(Success::new(result.into_data()))
+fn answer(result: QueryResult, missing: &[Missing]) -> Response {
+    respond(result.into_data(), missing)
+}
+
+/// Loki's envelope around `data`, warning of the nodes that did not
+/// answer.
+pub(super) fn respond<T: Serialize>(data: T, missing: &[Missing]) -> Response {
+    mark_missing(
+        Json(Success::new(data).warned(warnings(missing))).into_response(),
+        missing,
+    )
+}
+
+/// A log query's rows from every node, merged as one store would give
+/// them; `Err`: the answer to a peer's request, to send as it is.
+pub(super) async fn cluster_rows(
+    state: &AppState,
+    fanout: &Fanout,
+    p: &Params,
+    log: LogExpr,
+    range: TimeRange,
+    direction: Direction,
+    limit: usize,
+) -> Result<Result<(Vec<Row>, Vec<Missing>), Box<Response>>, ApiError> {
+    let inline = fanout.from_peer && state.matches_nothing([log.selector.as_slice()]);
+    let db = state.db.clone();
+    let local = state.run(inline, move |budget| {
+        run_log_query(&db, &log, range, direction, limit, &budget).map(PeerRows::new)
+    });
+    let (parts, missing) = match fanout.gather(state, p, local).await?.parts() {
+        Ok(gathered) => gathered,
+        Err(response) => return Ok(Err(response)),
+    };
+    let parts = parts.into_iter().map(PeerRows::rows).collect();
+    Ok(Ok((merge_rows(parts, direction, limit), missing)))
 }
 
 /// Loki's default step for a range: the range over 250, in whole
@@ -131,15 +169,59 @@ fn thin(rows: Vec<Row>, interval: i64, direction: Direction) -> Vec<Row> {
         .collect()
 }
 
+/// Evaluates `metric` for the cluster: alone, over this store; with
+/// peers, every node computes the leaves (`leaves::part`) and this node
+/// combines them and runs the rest. `Err`: the answer to a peer's
+/// request, to send as it is.
 async fn evaluate_steps(
     state: &AppState,
+    fanout: &Fanout,
+    p: &Params,
     metric: MetricExpr,
     steps: Steps,
-) -> Result<Value, ApiError> {
+) -> Result<Result<(Value, Vec<Missing>), Box<Response>>, ApiError> {
     let db = state.db.clone();
-    state
-        .blocking(move |budget| Ok(evaluate(&metric, &db, &steps, &budget)?))
-        .await
+    if !fanout.from_peer && !fanout.asks_peers(state, p)? {
+        let value = state
+            .blocking(move |budget| Ok(evaluate(&metric, &db, &steps, &budget)?))
+            .await?;
+        return Ok(Ok((value, Vec::new())));
+    }
+    let metric = Arc::new(metric);
+    let inline = fanout.from_peer
+        && state.matches_nothing(leaves::leaves(&metric).iter().map(|l| l.selector()));
+    let mine = metric.clone();
+    let local = state.run(inline, move |budget| {
+        leaves::leaves(&mine)
+            .iter()
+            .map(|leaf| leaves::part(leaf, &db, &steps, &budget))
+            .collect::<Result<Vec<Part>, _>>()
+            .map_err(ApiError::from)
+    });
+    let (nodes, missing) = match fanout.gather(state, p, local).await?.parts() {
+        Ok(gathered) => gathered,
+        Err(response) => return Ok(Err(response)),
+    };
+    let count = leaves::leaves(&metric).len();
+    let mut per_leaf: Vec<Vec<Part>> = (0..count).map(|_| Vec::new()).collect();
+    for node in nodes {
+        if node.len() != count {
+            return Err(ApiError {
+                status: axum::http::StatusCode::BAD_GATEWAY,
+                message: format!(
+                    "a node answered {} parts for a query with {count} range functions; are all nodes the same version?",
+                    node.len()
+                ),
+            });
+        }
+        for (i, part) in node.into_iter().enumerate() {
+            per_leaf[i].push(part);
+        }
+    }
+    let value = state
+        .blocking(move |budget| Ok(leaves::evaluate_parts(&metric, per_leaf, &steps, &budget)?))
+        .await?;
+    Ok(Ok((value, missing)))
 }
 
 /// Whether the client asked for label categories (Grafana does, with
@@ -157,9 +239,10 @@ fn categorize(headers: &HeaderMap) -> bool {
 pub(super) async fn query_range(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     headers: HeaderMap,
     FormParams(p): FormParams,
-) -> Result<Json<Success<QueryData>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut expr = parse(required(&p, "query", "{app=\"web\"}")?)?;
     access.scope(&state).await?.narrow_expr(&mut expr)?;
     let range = p.range(HOUR)?;
@@ -169,22 +252,27 @@ pub(super) async fn query_range(
     match expr {
         Expr::Log(log) => {
             let range = p.log_range(HOUR)?;
-            let db = state.db.clone();
-            let rows = state
-                .blocking(move |budget| run_log_query(&db, &log, range, direction, limit, &budget))
-                .await?;
+            let (rows, missing) =
+                match cluster_rows(&state, &fanout, &p, log, range, direction, limit).await? {
+                    Ok(gathered) => gathered,
+                    Err(peer) => return Ok(*peer),
+                };
             let rows = match p.duration("interval")? {
                 Some(interval) if interval > 0 => thin(rows, interval, direction),
                 _ => rows,
             };
-            Ok(answer(QueryResult::Streams(shapes::streams(
-                &rows,
-                categorize(&headers),
-            ))))
+            Ok(answer(
+                QueryResult::Streams(shapes::streams(&rows, categorize(&headers))),
+                &missing,
+            ))
         }
         Expr::Metric(metric) => {
             let steps = steps(&p, range)?;
-            let value = match evaluate_steps(&state, metric, steps).await? {
+            let (value, missing) = match evaluate_steps(&state, &fanout, &p, metric, steps).await? {
+                Ok(gathered) => gathered,
+                Err(peer) => return Ok(*peer),
+            };
+            let value = match value {
                 // A range query lists series by labels, whatever `sort` did.
                 Value::Matrix(mut m) => {
                     m.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -192,7 +280,7 @@ pub(super) async fn query_range(
                 }
                 scalar => scalar,
             };
-            Ok(answer(shapes::matrix(value, &steps)))
+            Ok(answer(shapes::matrix(value, &steps), &missing))
         }
     }
 }
@@ -201,9 +289,10 @@ pub(super) async fn query_range(
 pub(super) async fn query(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     headers: HeaderMap,
     FormParams(p): FormParams,
-) -> Result<Json<Success<QueryData>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut expr = parse(required(&p, "query", "vector(1)")?)?;
     access.scope(&state).await?.narrow_expr(&mut expr)?;
     let at = p.time("time")?.unwrap_or_else(crate::log_database::now_ns);
@@ -211,15 +300,16 @@ pub(super) async fn query(
     let direction = direction(&p, Direction::Backward)?;
     match expr {
         Expr::Log(log) => {
-            let db = state.db.clone();
             let range = TimeRange::through(at.saturating_sub(HOUR), at);
-            let rows = state
-                .blocking(move |budget| run_log_query(&db, &log, range, direction, limit, &budget))
-                .await?;
-            Ok(answer(QueryResult::Streams(shapes::streams(
-                &rows,
-                categorize(&headers),
-            ))))
+            let (rows, missing) =
+                match cluster_rows(&state, &fanout, &p, log, range, direction, limit).await? {
+                    Ok(gathered) => gathered,
+                    Err(peer) => return Ok(*peer),
+                };
+            Ok(answer(
+                QueryResult::Streams(shapes::streams(&rows, categorize(&headers))),
+                &missing,
+            ))
         }
         Expr::Metric(metric) => {
             let steps = Steps {
@@ -227,8 +317,11 @@ pub(super) async fn query(
                 step: 1_000_000_000,
                 count: 1,
             };
-            let value = evaluate_steps(&state, metric, steps).await?;
-            Ok(answer(shapes::vector(value, at)))
+            let (value, missing) = match evaluate_steps(&state, &fanout, &p, metric, steps).await? {
+                Ok(gathered) => gathered,
+                Err(peer) => return Ok(*peer),
+            };
+            Ok(answer(shapes::vector(value, at), &missing))
         }
     }
 }
@@ -237,8 +330,9 @@ pub(super) async fn query(
 pub(super) async fn labels(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<Success<Vec<String>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let range = p.range(6 * HOUR)?;
     let scope = access.scope(&state).await?;
     let selector = scoped_selector(&scope, p.get("query").filter(|s| !s.is_empty()))?;
@@ -256,29 +350,47 @@ pub(super) async fn labels(
         }
         None => state.db.label_names(range),
     };
-    Ok(Json(Success::new(names)))
+    let (parts, missing) = match fanout
+        .gather(&state, &p, async { Ok(names) })
+        .await?
+        .parts()
+    {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
+    Ok(respond(union(parts), &missing))
 }
 
 /// `GET /loki/api/v1/label/{name}/values`
 pub(super) async fn label_values(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     Path(name): Path<String>,
     QueryParams(p): QueryParams,
-) -> Result<Json<Success<Vec<String>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let range = p.range(6 * HOUR)?;
     let scope = access.scope(&state).await?;
     let selector = scoped_selector(&scope, p.get("query").filter(|s| !s.is_empty()))?;
     let values = state.db.label_values(&name, selector.as_deref(), range)?;
-    Ok(Json(Success::new(values)))
+    let (parts, missing) = match fanout
+        .gather(&state, &p, async { Ok(values) })
+        .await?
+        .parts()
+    {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
+    Ok(respond(union(parts), &missing))
 }
 
 /// `GET|POST /loki/api/v1/series`
 pub(super) async fn series(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<Success<Vec<shapes::LabelSet>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let scope = access.scope(&state).await?;
     let range = p.range(6 * HOUR)?;
     let matches = p.all("match[]");
@@ -293,23 +405,38 @@ pub(super) async fn series(
         scope.narrow(&mut selector)?;
         all.extend(state.db.series(&selector, range)?);
     }
-    all.sort();
-    all.dedup();
-    Ok(Json(Success::new(
-        all.into_iter().map(shapes::LabelSet).collect(),
-    )))
+    let (parts, missing) = match fanout.gather(&state, &p, async { Ok(all) }).await?.parts() {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
+    let all: Vec<shapes::LabelSet> = union(parts).into_iter().map(shapes::LabelSet).collect();
+    Ok(respond(all, &missing))
 }
 
 /// `GET|POST /loki/api/v1/index/stats` (no envelope, as in Loki).
 pub(super) async fn index_stats(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<IndexStats>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut selector = selector(required(&p, "query", "{app=\"web\"}")?)?;
     access.scope(&state).await?.narrow(&mut selector)?;
     let range = p.range(HOUR)?;
-    Ok(Json(state.db.index_stats(&selector, range)?))
+    let stats = state.db.index_stats(&selector, range)?;
+    let (parts, missing) = match fanout
+        .gather(&state, &p, async { Ok(stats) })
+        .await?
+        .parts()
+    {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
+    let mut total = IndexStats::default();
+    for part in parts {
+        total += part;
+    }
+    Ok(mark_missing(Json(total).into_response(), &missing))
 }
 
 /// How a volume request groups: Loki's `aggregateBy`.
@@ -435,8 +562,9 @@ fn volume_window(state: &AppState, p: &Params) -> Result<(TimeRange, usize), Api
 pub(super) async fn volume(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<Success<QueryData>>, ApiError> {
+) -> Result<Response, ApiError> {
     let (range, limit) = volume_window(&state, &p)?;
     let expr = volume_expr(&p, range.span(), &access.scope(&state).await?)?;
     let steps = Steps {
@@ -444,21 +572,33 @@ pub(super) async fn volume(
         step: 1,
         count: 1,
     };
-    let value = per_label_name(&p, evaluate_steps(&state, expr, steps).await?)?;
-    Ok(answer(shapes::vector(top(value, limit), range.last())))
+    let (value, missing) = match evaluate_steps(&state, &fanout, &p, expr, steps).await? {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
+    let value = per_label_name(&p, value)?;
+    Ok(answer(
+        shapes::vector(top(value, limit), range.last()),
+        &missing,
+    ))
 }
 
 /// `GET /loki/api/v1/index/volume_range`: bytes per series per step.
 pub(super) async fn volume_range(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<Success<QueryData>>, ApiError> {
+) -> Result<Response, ApiError> {
     let (range, limit) = volume_window(&state, &p)?;
     let steps = steps(&p, range)?;
     let expr = volume_expr(&p, steps.step, &access.scope(&state).await?)?;
-    let value = per_label_name(&p, evaluate_steps(&state, expr, steps).await?)?;
-    Ok(answer(shapes::matrix(top(value, limit), &steps)))
+    let (value, missing) = match evaluate_steps(&state, &fanout, &p, expr, steps).await? {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
+    let value = per_label_name(&p, value)?;
+    Ok(answer(shapes::matrix(top(value, limit), &steps), &missing))
 }
 
 /// `GET /loki/api/v1/status/buildinfo`

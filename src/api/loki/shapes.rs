@@ -51,6 +51,9 @@ impl Default for BuildInfo {
 pub(crate) struct Success<T: Serialize> {
     status: &'static str,
     data: T,
+    /// What the answer lacks (nodes that did not answer), as Loki warns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 impl<T: Serialize> Success<T> {
@@ -59,7 +62,14 @@ impl<T: Serialize> Success<T> {
         Self {
             status: "success",
             data,
+            warnings: Vec::new(),
         }
+    }
+
+    /// With `warnings`.
+    pub(crate) fn warned(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
     }
 }
 
