@@ -1,5 +1,5 @@
 //! One answer for the whole cluster: three daemons on 127.0.0.2, .3 and
-//! .4, each with its own folder and store, finding each other from the
+//! .4 (the follow test: .13 to .15), each with its own folder and store, finding each other from the
 //! EndpointSlices the fake API server publishes. Every route asked of one
 //! node must answer what one store holding all three nodes' lines answers;
 //! the reference store is built here from the very lines (labels and
@@ -20,28 +20,23 @@ use testkit::api_server::FakeApiServer;
 use testkit::daemon::{Daemon, DaemonCommand};
 use testkit::slices::Member;
 
-const NODES: [(&str, [u8; 4]); 3] = [
-    ("node-a", [127, 0, 0, 2]),
-    ("node-b", [127, 0, 0, 3]),
-    ("node-c", [127, 0, 0, 4]),
-];
+/// The nodes' names.
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 /// A port free on every node's address (an EndpointSlice has one port).
-fn common_port() -> u16 {
+fn common_port(first: u8) -> u16 {
     for _ in 0..100 {
-        let port = testkit::daemon::free_port(ip(0));
-        if NODES
-            .iter()
-            .all(|(_, a)| TcpListener::bind((IpAddr::from(*a), port)).is_ok())
-        {
+        let port = testkit::daemon::free_port(ip(first, 0));
+        if (0..NODES.len()).all(|i| TcpListener::bind((ip(first, i), port)).is_ok()) {
             return port;
         }
     }
     panic!("no port free on all three addresses")
 }
 
-fn ip(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(NODES[i].1))
+/// Node `i`'s address: 127.0.0.`first + i`.
+fn ip(first: u8, i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, first + i as u8))
 }
 
 /// The lines of one service on one node: logfmt with levels, statuses and
@@ -58,7 +53,7 @@ fn lines(node: usize, service: usize, count: usize) -> String {
         let latency = (n * 37 % 900) as f64 / 1000.0 + 0.001;
         out.push_str(&format!(
             "level={level} status={status} latency={latency} method=GET path=/api/v{service}/items/{i} node={}\n",
-            NODES[node].0
+            NODES[node]
         ));
     }
     out
@@ -74,21 +69,24 @@ struct Cluster {
     _dir: tempfile::TempDir,
     _api: FakeApiServer,
     kubeconfig: PathBuf,
+    first: u8,
     port: u16,
     nodes: Vec<Node>,
 }
 
 impl Cluster {
-    fn start() -> Self {
+    /// Three daemons on 127.0.0.`first`, `first + 1` and `first + 2`.
+    fn start(first: u8) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let api = FakeApiServer::start();
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
-        let port = common_port();
+        let port = common_port(first);
         let members: Vec<Member> = NODES
             .iter()
-            .map(|(node, a)| Member {
-                address: IpAddr::from(*a).to_string(),
+            .enumerate()
+            .map(|(i, node)| Member {
+                address: ip(first, i).to_string(),
                 node: (*node).into(),
                 ready: true,
             })
@@ -99,10 +97,11 @@ impl Cluster {
             _dir: dir,
             _api: api,
             kubeconfig,
+            first,
             port,
             nodes: Vec::new(),
         };
-        for (i, (name, _)) in NODES.iter().enumerate() {
+        for (i, name) in NODES.iter().enumerate() {
             let root = cluster._dir.path().join(name);
             let logs = root.join("logs");
             std::fs::create_dir_all(&logs).unwrap();
@@ -126,13 +125,13 @@ impl Cluster {
     fn up(&mut self, i: usize) {
         let node = &self.nodes[i];
         let daemon = DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
-            .args(["--log-collector", "directory", "--node-name", NODES[i].0])
+            .args(["--log-collector", "directory", "--node-name", NODES[i]])
             .args(["--peer-service", "monitoring-rs/monitoring-rs"])
             .args(["--peer-timeout", "3s", "--flush-interval", "200ms"])
             .flag("--kubeconfig", &self.kubeconfig)
             .flag("--root-path", &node.logs)
             .flag("--data-directory", &node.data)
-            .on(ip(i))
+            .on(ip(self.first, i))
             .port(self.port)
             .quiet()
             .start();
@@ -140,7 +139,7 @@ impl Cluster {
     }
 
     fn address(&self, i: usize) -> SocketAddr {
-        SocketAddr::new(ip(i), self.port)
+        SocketAddr::new(ip(self.first, i), self.port)
     }
 
     /// Waits until node `i` knows its two peers.
@@ -327,7 +326,7 @@ fn same(what: &str, cluster: &Value, reference: &Value) {
 
 #[test]
 fn any_node_answers_for_the_whole_cluster_as_one_store_would() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start(2);
     // Every node has read its files.
     let expected: Vec<usize> = (0..3).map(|_| 120 + 160 + 200).collect();
     for (i, count) in expected.iter().enumerate() {
@@ -523,5 +522,109 @@ fn any_node_answers_for_the_whole_cluster_as_one_store_would() {
     }
     for node in &mut cluster.nodes {
         assert!(node.daemon.take().unwrap().terminate().success());
+    }
+}
+
+/// A line written on any node reaches a follower connected to another:
+/// both the `follow=true` stream and Loki's tail websocket, their
+/// backfill the cluster's newest lines.
+#[test]
+fn a_line_on_any_node_reaches_followers_on_the_others() {
+    let cluster = Cluster::start(13);
+    for i in 0..3 {
+        wait("every line stored", || {
+            (entries_of(&cluster, i).len() == 480).then_some(())
+        });
+        cluster.wait_for_peers(i);
+    }
+    let newest: Vec<String> = {
+        let mut all: Vec<(Labels, i64, String)> =
+            (0..3).flat_map(|i| entries_of(&cluster, i)).collect();
+        all.sort_by_key(|e| e.1);
+        all[all.len() - 5..].iter().map(|e| e.2.clone()).collect()
+    };
+    // follow=true on node-a.
+    let follow = reqwest::blocking::Client::new()
+        .get(format!(
+            "http://{}/logs/service_name/unknown_service",
+            cluster.address(0)
+        ))
+        .query(&[("follow", "true"), ("format", "text"), ("limit", "5")])
+        .send()
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(follow).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let backfill: Vec<String> = (0..5)
+        .map(|_| lines_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(
+        backfill, newest,
+        "the backfill is the cluster's newest lines, oldest first"
+    );
+    // The websocket tail on node-b.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!(
+        "ws://{}/loki/api/v1/tail?query={}&limit=5",
+        cluster.address(1),
+        "%7Bpath%3D~%22.%2B%22%7D"
+    );
+    let mut socket = runtime.block_on(async {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        socket
+    });
+    let frame_lines = |frame: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(frame).unwrap();
+        let mut lines: Vec<(String, String)> = v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["values"].as_array().unwrap().clone())
+            .map(|e| {
+                (
+                    e[0].as_str().unwrap().to_owned(),
+                    e[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.into_iter().map(|(_, l)| l).collect()
+    };
+    let next_text = |socket: &mut tokio_tungstenite::WebSocketStream<_>| -> String {
+        use futures_util::StreamExt;
+        runtime.block_on(async {
+            loop {
+                let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                    .await
+                    .expect("a tail frame in time")
+                    .unwrap()
+                    .unwrap();
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                    return text.to_string();
+                }
+            }
+        })
+    };
+    assert_eq!(frame_lines(&next_text(&mut socket)), newest);
+    // Lines written on node-c and node-b reach both followers.
+    for (node, text) in [
+        (2, "level=error msg=\"written on c\""),
+        (1, "level=info msg=\"written on b\""),
+    ] {
+        testkit::append(
+            &cluster.nodes[node].logs.join("svc-0.log"),
+            &format!("{text}\n"),
+        );
+        let got = lines_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, text);
+        assert_eq!(frame_lines(&next_text(&mut socket)), vec![text.to_owned()]);
     }
 }

@@ -89,6 +89,21 @@ impl Fanout {
         }
     }
 
+    /// The peers to ask for this request (none: this node alone).
+    pub fn peers_for(&self, state: &AppState, p: &Params) -> Result<Vec<Peer>, ApiError> {
+        self.peers(state, p)
+    }
+
+    /// The path asked (peers are asked the same).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The caller's `Authorization`, passed on to peers.
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
+    }
+
     /// Whether this request will ask peers.
     pub fn asks_peers(&self, state: &AppState, p: &Params) -> Result<bool, ApiError> {
         Ok(!self.peers(state, p)?.is_empty())

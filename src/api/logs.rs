@@ -173,17 +173,26 @@ pub(super) async fn logs(
     // Subscribe before querying, so nothing written in between is missed.
     let guard = follow.then(|| tail::TailGuard::take(&state)).transpose()?;
     let live = follow.then(|| state.db.subscribe());
-    if let (Some(live), Some(guard)) = (live, guard) {
+    if let (Some(receiver), Some(guard)) = (live, guard) {
         let db = state.db.clone();
         let query = log.clone();
-        let mut rows = state
+        let rows = state
             .blocking(move |budget| run_log_query(&db, &query, range, direction, limit, &budget))
             .await?;
+        let local = tail::Live::new(&state, &log, receiver, &rows, None);
+        if fanout.from_peer {
+            return Ok(tail::peer_follow(rows, local, guard));
+        }
+        let (mut rows, peers, missing) =
+            tail::cluster_follow(&state, &fanout, &p, rows, direction, limit).await?;
         if !explicit {
             rows.reverse();
         }
-        let body = tail::follow_body(&state, log, rows, format, live, guard);
-        return Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response());
+        let body = tail::follow_body(rows, format, local.with_peers(peers), guard);
+        return Ok(super::cluster::mark_missing(
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+            &missing,
+        ));
     }
     let (mut rows, missing) =
         match super::loki::cluster_rows(&state, &fanout, &p, log, range, direction, limit).await? {

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod cluster;
+mod fanin;
 mod logs;
 mod loki;
 pub mod metrics;

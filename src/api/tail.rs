@@ -8,17 +8,20 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
+use super::cluster::Fanout;
 use super::logs::Format;
 use super::loki::shapes::TailFrame;
-use super::params::QueryParams;
-use super::{ApiError, AppState, Row, run_log_query};
+use super::params::{Params, QueryParams};
+use super::{ApiError, AppState, Row, fanin, run_log_query};
 use crate::log_database::query::{Direction, Query};
 use crate::log_database::{Appended, TimeRange};
 use crate::logql::pipeline::Pipeline;
@@ -63,64 +66,113 @@ enum Next {
     End,
 }
 
-async fn next(live: &mut Receiver<Arc<Appended>>, shutdown: &Shutdown, matcher: &Matcher) -> Next {
-    loop {
-        if shutdown.is_triggered() {
-            return Next::End;
+/// What a follower receives after its backfill: this store's matching
+/// writes (less those the backfill already had) and the peers' batches.
+pub(super) struct Live {
+    receiver: Receiver<Arc<Appended>>,
+    matcher: Matcher,
+    seen: HashSet<Row>,
+    shutdown: Shutdown,
+    peers: Option<mpsc::Receiver<Vec<Row>>>,
+}
+
+impl Live {
+    /// Writes to `receiver` matching `log`, without the rows of `initial`.
+    pub(super) fn new(
+        state: &AppState,
+        log: &LogExpr,
+        receiver: Receiver<Arc<Appended>>,
+        initial: &[Row],
+        peers: Option<mpsc::Receiver<Vec<Row>>>,
+    ) -> Self {
+        Self {
+            receiver,
+            matcher: Matcher::new(log),
+            // Lines written while the initial query ran arrive live too.
+            seen: initial.iter().cloned().collect(),
+            shutdown: state.shutdown.clone(),
+            peers,
         }
-        tokio::select! {
-            received = live.recv() => match received {
-                Ok(appended) => {
-                    let rows = matcher.rows(&appended);
-                    if !rows.is_empty() {
-                        return Next::Rows(rows);
-                    }
+    }
+
+    /// With the peers' batches beside this store's writes.
+    pub(super) fn with_peers(self, peers: Option<mpsc::Receiver<Vec<Row>>>) -> Self {
+        Self { peers, ..self }
+    }
+
+    async fn next(&mut self) -> Next {
+        loop {
+            if self.shutdown.is_triggered() {
+                return Next::End;
+            }
+            let peers = async {
+                match self.peers.as_mut() {
+                    Some(peers) => peers.recv().await,
+                    None => std::future::pending().await,
                 }
-                Err(RecvError::Lagged(n)) => return Next::Lagged(n),
-                Err(RecvError::Closed) => return Next::End,
-            },
-            () = shutdown.wait() => return Next::End,
+            };
+            let mut peers_ended = false;
+            tokio::select! {
+                received = self.receiver.recv() => match received {
+                    Ok(appended) => {
+                        let seen = &mut self.seen;
+                        let rows: Vec<Row> = self
+                            .matcher
+                            .rows(&appended)
+                            .into_iter()
+                            .filter(|r| seen.is_empty() || !seen.remove(r))
+                            .collect();
+                        if !rows.is_empty() {
+                            return Next::Rows(rows);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => return Next::Lagged(n),
+                    Err(RecvError::Closed) => return Next::End,
+                },
+                batch = peers => match batch {
+                    Some(rows) => return Next::Rows(rows),
+                    None => peers_ended = true,
+                },
+                () = self.shutdown.wait() => return Next::End,
+            }
+            if peers_ended {
+                self.peers = None;
+            }
         }
+    }
+
+    /// The batches as a stream, ending when the follower falls behind.
+    pub(super) fn batches(self) -> futures_util::stream::BoxStream<'static, Vec<Row>> {
+        Box::pin(stream::unfold(self, |mut live| async move {
+            match live.next().await {
+                Next::Rows(rows) => Some((rows, live)),
+                Next::Lagged(_) | Next::End => None,
+            }
+        }))
     }
 }
 
 /// The body of a `follow=true` response: `initial`, then new matching lines
 /// until the client goes away, the server stops, or the client falls behind.
-pub(super) fn follow_body(
-    state: &AppState,
-    log: LogExpr,
-    initial: Vec<Row>,
-    format: Format,
-    live: Receiver<Arc<Appended>>,
-    guard: TailGuard,
-) -> Body {
-    let matcher = Matcher::new(&log);
-    // Lines written while the initial query ran arrive live too: skip those
-    // already sent.
-    let seen: HashSet<Row> = initial.iter().cloned().collect();
+pub(super) fn follow_body(initial: Vec<Row>, format: Format, live: Live, guard: TailGuard) -> Body {
     let first: Vec<u8> = format.rows(&initial);
-    let shutdown = state.shutdown.clone();
     let stream = stream::unfold(
-        (Some(first), live, shutdown, matcher, seen, guard, false),
-        move |(first, mut live, shutdown, matcher, mut seen, guard, done)| async move {
+        (Some(first), live, guard, false),
+        move |(first, mut live, guard, done)| async move {
             if let Some(first) = first {
                 return Some((
                     Ok::<Bytes, std::convert::Infallible>(Bytes::from(first)),
-                    (None, live, shutdown, matcher, seen, guard, done),
+                    (None, live, guard, done),
                 ));
             }
             if done {
                 return None;
             }
-            match next(&mut live, &shutdown, &matcher).await {
-                Next::Rows(rows) => {
-                    let chunk =
-                        format.rows(rows.iter().filter(|r| seen.is_empty() || !seen.remove(*r)));
-                    Some((
-                        Ok(Bytes::from(chunk)),
-                        (None, live, shutdown, matcher, seen, guard, false),
-                    ))
-                }
+            match live.next().await {
+                Next::Rows(rows) => Some((
+                    Ok(Bytes::from(format.rows(&rows))),
+                    (None, live, guard, false),
+                )),
                 Next::Lagged(n) => {
                     let message = match format {
                         Format::Text => format!(
@@ -131,16 +183,43 @@ pub(super) fn follow_body(
                             json!({"error": format!("follow stopped: this client fell {n} writes behind")})
                         ),
                     };
-                    Some((
-                        Ok(Bytes::from(message)),
-                        (None, live, shutdown, matcher, seen, guard, true),
-                    ))
+                    Some((Ok(Bytes::from(message)), (None, live, guard, true)))
                 }
                 Next::End => None,
             }
         },
     );
     Body::from_stream(stream)
+}
+
+/// A follow for the cluster: every peer's backfill merged with this
+/// node's `initial` (rows in `direction`, then the newest or oldest
+/// `limit`), and the peers' live batches beside this store's.
+pub(super) async fn cluster_follow(
+    state: &AppState,
+    fanout: &Fanout,
+    p: &Params,
+    initial: Vec<Row>,
+    direction: Direction,
+    limit: usize,
+) -> Result<
+    (
+        Vec<Row>,
+        Option<mpsc::Receiver<Vec<Row>>>,
+        Vec<crate::cluster::Missing>,
+    ),
+    ApiError,
+> {
+    let Some(feed) = fanin::follow_peers(state, fanout, p).await? else {
+        return Ok((initial, None, Vec::new()));
+    };
+    let mut parts = vec![initial];
+    parts.extend(feed.backfill);
+    Ok((
+        super::cluster::merge_rows(parts, direction, limit),
+        Some(feed.live),
+        feed.missing,
+    ))
 }
 
 /// One of the `--max-tails` slots for a follow or tail, counted in
@@ -177,12 +256,14 @@ impl Drop for TailGuard {
     }
 }
 
-/// `GET /loki/api/v1/tail` (websocket): Loki's tail protocol.
+/// `GET /loki/api/v1/tail` (websocket): Loki's tail protocol. Asked by a
+/// peer, the peer form of a follow instead.
 pub(super) async fn websocket(
     State(state): State<AppState>,
     axum::Extension(access): axum::Extension<crate::api::auth::Access>,
+    fanout: Fanout,
     QueryParams(p): QueryParams,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let text = p.get("query").filter(|q| !q.is_empty()).ok_or_else(|| {
         ApiError::bad_request("the query parameter is required, e.g. query={app=\"web\"}".into())
@@ -196,11 +277,16 @@ pub(super) async fn websocket(
     let limit = state.check_limit(p.number("limit")?.unwrap_or(100))?;
     let now = crate::log_database::now_ns();
     let start = p.time("start")?.unwrap_or(now - 3_600_000_000_000);
+    let ws = match ws {
+        Ok(ws) => Some(ws),
+        Err(_) if fanout.from_peer => None,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
     let guard = TailGuard::take(&state)?;
-    let live = state.db.subscribe();
+    let receiver = state.db.subscribe();
     let db = state.db.clone();
     let query = log.clone();
-    let mut backfill = state
+    let backfill = state
         .blocking(move |budget| {
             run_log_query(
                 &db,
@@ -212,24 +298,42 @@ pub(super) async fn websocket(
             )
         })
         .await?;
+    let Some(ws) = ws else {
+        let live = Live::new(&state, &log, receiver, &backfill, None);
+        return Ok(peer_follow(backfill, live, guard));
+    };
+    let local = Live::new(&state, &log, receiver, &backfill, None);
+    let (mut backfill, peers, missing) =
+        cluster_follow(&state, &fanout, &p, backfill, Direction::Backward, limit).await?;
+    for m in &missing {
+        tracing::debug!(missing = %m, "Tailing without a peer.");
+    }
     backfill.reverse();
-    Ok(ws.on_upgrade(move |socket| run_socket(socket, state, log, backfill, live, guard)))
+    let live = local.with_peers(peers);
+    Ok(ws.on_upgrade(move |socket| run_socket(socket, backfill, live, guard)))
 }
 
-async fn run_socket(
-    mut socket: WebSocket,
-    state: AppState,
-    log: LogExpr,
-    backfill: Vec<Row>,
-    mut live: Receiver<Arc<Appended>>,
-    _guard: TailGuard,
-) {
-    let matcher = Matcher::new(&log);
-    let shutdown = state.shutdown.clone();
+/// The peer form of a follow, holding its `--max-tails` slot while it lives.
+pub(super) fn peer_follow(initial: Vec<Row>, live: Live, guard: TailGuard) -> Response {
+    use futures_util::StreamExt;
+    let batches = live.batches().map(move |rows| {
+        let _slot = &guard;
+        rows
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::cluster::client::PEER_CONTENT_TYPE,
+        )],
+        fanin::peer_body(initial, Box::pin(batches)),
+    )
+        .into_response()
+}
+
+async fn run_socket(mut socket: WebSocket, backfill: Vec<Row>, mut live: Live, _guard: TailGuard) {
     let message = |rows: &[Row]| {
         serde_json::to_string(&TailFrame::lines(rows)).expect("tail frames serialize")
     };
-    let mut seen: HashSet<Row> = backfill.iter().cloned().collect();
     if !backfill.is_empty()
         && socket
             .send(Message::Text(message(&backfill).into()))
@@ -240,10 +344,9 @@ async fn run_socket(
     }
     loop {
         tokio::select! {
-            next_rows = next(&mut live, &shutdown, &matcher) => match next_rows {
+            next_rows = live.next() => match next_rows {
                 Next::Rows(rows) => {
-                    let rows: Vec<Row> = rows.into_iter().filter(|r| seen.is_empty() || !seen.remove(r)).collect();
-                    if !rows.is_empty() && socket.send(Message::Text(message(&rows).into())).await.is_err() {
+                    if socket.send(Message::Text(message(&rows).into())).await.is_err() {
                         return;
                     }
                 }

@@ -182,6 +182,11 @@ impl Client {
         })
     }
 
+    /// How long one peer may take to answer.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// Asks every peer `path?params` and decodes their answers; the
     /// failures that only a peer has (down, slow, broken) are `missing`,
     /// a peer's refusal of the request fails the whole.

@@ -1,0 +1,152 @@
+//! Live tails for the cluster. A peer asked to follow answers a stream of
+//! frames (a u32 length, then postcard [`PeerRows`]): first what it has
+//! (the backfill), then each batch of matching writes as it is stored.
+//! The node that answers reads every peer's first frame, merges them with
+//! its own backfill, then feeds the peers' batches into one bounded
+//! channel beside its own live writes. A slow client stalls the channel,
+//! the channel stalls the peer's socket, and the peer drops that follower
+//! as it drops any that falls behind: memory stays bounded.
+
+use axum::body::{Body, Bytes};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+
+use super::cluster::{Fanout, PeerRows};
+use super::params::Params;
+use super::{AppState, Row};
+use crate::cluster::Missing;
+use crate::cluster::client::Streaming;
+
+/// Largest frame a peer may send (a batch of writes, or the backfill).
+const MAX_FRAME: usize = 32 << 20;
+
+/// Peers' batches queued for one follower before their sockets stall.
+const QUEUED_BATCHES: usize = 64;
+
+/// `rows` as one frame.
+pub fn frame(rows: Vec<Row>) -> Bytes {
+    let payload = postcard::to_allocvec(&PeerRows::new(rows)).unwrap_or_default();
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Bytes::from(out)
+}
+
+/// Reads frames from a peer's answer.
+struct Frames {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+}
+
+impl Frames {
+    /// The next frame's rows; `None` at the end, or on a broken frame.
+    async fn next(&mut self) -> Option<Vec<Row>> {
+        loop {
+            if self.buffer.len() >= 4 {
+                let length = u32::from_le_bytes(self.buffer[..4].try_into().ok()?) as usize;
+                if length > MAX_FRAME {
+                    return None;
+                }
+                if self.buffer.len() >= 4 + length {
+                    let rows: PeerRows = postcard::from_bytes(&self.buffer[4..4 + length]).ok()?;
+                    self.buffer.drain(..4 + length);
+                    return Some(rows.rows());
+                }
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
+/// The peers' part of a follow: their backfills, and their live batches.
+pub struct PeerFeed {
+    /// Each peer's backfill (what it had when asked).
+    pub backfill: Vec<Vec<Row>>,
+    /// Their batches as they come; closed once every peer's stream ended.
+    pub live: mpsc::Receiver<Vec<Row>>,
+    /// The peers that could not be followed.
+    pub missing: Vec<Missing>,
+}
+
+/// Opens a follow on every peer the request asks (none: `None`).
+pub async fn follow_peers(
+    state: &AppState,
+    fanout: &Fanout,
+    p: &Params,
+) -> Result<Option<PeerFeed>, super::ApiError> {
+    let peers = fanout.peers_for(state, p)?;
+    if peers.is_empty() {
+        return Ok(None);
+    }
+    let opened = futures_util::future::join_all(peers.iter().map(|peer| {
+        state
+            .peer_client
+            .open(peer, fanout.path(), p.pairs(), fanout.authorization())
+    }))
+    .await;
+    let (sender, live) = mpsc::channel(QUEUED_BATCHES);
+    let mut feed = PeerFeed {
+        backfill: Vec::new(),
+        live,
+        missing: Vec::new(),
+    };
+    for (peer, opened) in peers.iter().zip(opened) {
+        let response: Streaming = match opened {
+            Ok(response) => response,
+            Err(missing) => {
+                feed.missing.push(missing);
+                continue;
+            }
+        };
+        let mut frames = Frames {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        };
+        let first = tokio::time::timeout(state.peer_client.timeout(), frames.next()).await;
+        match first {
+            Ok(Some(rows)) => feed.backfill.push(rows),
+            _ => {
+                feed.missing.push(Missing {
+                    peer: peer.address,
+                    node: peer.node.clone(),
+                    reason: "sent no backfill".into(),
+                });
+                continue;
+            }
+        }
+        let sender = sender.clone();
+        let address = peer.address;
+        tokio::spawn(async move {
+            loop {
+                let rows = tokio::select! {
+                    rows = frames.next() => rows,
+                    // The follower went away: let go of the peer.
+                    () = sender.closed() => return,
+                };
+                let Some(rows) = rows else { break };
+                if !rows.is_empty() && sender.send(rows).await.is_err() {
+                    return;
+                }
+            }
+            tracing::debug!(peer = %address, "A peer's follow stream ended.");
+        });
+    }
+    // Only the peers' tasks hold senders now: the channel closes when all end.
+    drop(sender);
+    Ok(Some(feed))
+}
+
+/// The peer form of a follow: the backfill frame, then a frame per batch
+/// of `live`, until the follower or this daemon goes away.
+pub fn peer_body(
+    initial: Vec<Row>,
+    live: futures_util::stream::BoxStream<'static, Vec<Row>>,
+) -> Body {
+    use futures_util::StreamExt;
+    let first = futures_util::stream::once(async move { frame(initial) });
+    let rest = live.map(frame);
+    Body::from_stream(first.chain(rest).map(Ok::<Bytes, std::convert::Infallible>))
+}
