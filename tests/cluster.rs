@@ -435,6 +435,23 @@ fn any_node_answers_for_the_whole_cluster_as_one_store_would() {
             &[("step", "30s"), ("aggregateBy", "labels")],
         ),
     ));
+    // What Logs Drilldown asks.
+    checks.push((
+        "/loki/api/v1/detected_labels",
+        range(r#"{path=~".+"}"#, &[]),
+    ));
+    checks.push((
+        "/loki/api/v1/detected_fields",
+        range(r#"{path=~".+"}"#, &[("line_limit", "300")]),
+    ));
+    checks.push((
+        "/loki/api/v1/detected_field/status/values",
+        range(r#"{path=~".+"} |= "GET""#, &[("line_limit", "300")]),
+    ));
+    checks.push((
+        "/loki/api/v1/patterns",
+        range(r#"{path=~".+"}"#, &[("step", "30s")]),
+    ));
     for asked in 0..3 {
         for (path, params) in &checks {
             let mut mine = json(cluster.address(asked), path, params);

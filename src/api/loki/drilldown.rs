@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{HOUR, required, scoped_selector};
+use crate::api::cluster::{Fanout, mark_missing};
 use crate::api::params::{FormParams, Params, QueryParams};
-use crate::api::{ApiError, AppState, Row, run_log_query};
+use crate::api::{ApiError, AppState, Row};
+use crate::cluster::Missing;
 use crate::log_database::labels::Labels;
 use crate::log_database::query::Direction;
 use crate::logql::convert::{parse_float, parse_go_duration, parse_humanized_bytes};
@@ -69,8 +72,9 @@ fn is_uuid(v: &str) -> bool {
 pub(crate) async fn detected_labels(
     State(state): State<AppState>,
     axum::Extension(access): axum::Extension<crate::api::auth::Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<DetectedLabels>, ApiError> {
+) -> Result<Response, ApiError> {
     let range = p.range(6 * HOUR)?;
     let scope = access.scope(&state).await?;
     let query = p
@@ -96,6 +100,20 @@ pub(crate) async fn detected_labels(
             }
         }
     }
+    let (parts, missing) = match fanout
+        .gather(&state, &p, async { Ok(values) })
+        .await?
+        .parts()
+    {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
+    let mut values = BTreeMap::<String, BTreeSet<String>>::new();
+    for part in parts {
+        for (name, v) in part {
+            values.entry(name).or_default().extend(v);
+        }
+    }
     let detected_labels = values
         .into_iter()
         .filter(|(name, v)| {
@@ -106,7 +124,10 @@ pub(crate) async fn detected_labels(
             cardinality: v.len() as u64,
         })
         .collect();
-    Ok(Json(DetectedLabels { detected_labels }))
+    Ok(mark_missing(
+        Json(DetectedLabels { detected_labels }).into_response(),
+        &missing,
+    ))
 }
 
 /// A field's type, from a value (Loki's `determineType`, in its order).
@@ -159,12 +180,14 @@ struct DetectedFieldOut {
     json_path: Option<Vec<String>>,
 }
 
-/// The newest `line_limit` entries of `query` over the range.
+/// The newest `line_limit` entries of `query` over the range, in the
+/// cluster; `Err`: the answer to a peer's request, to send as it is.
 async fn sample(
     state: &AppState,
     access: &crate::api::auth::Access,
+    fanout: &Fanout,
     p: &Params,
-) -> Result<Vec<Row>, ApiError> {
+) -> Result<Result<(Vec<Row>, Vec<Missing>), Box<Response>>, ApiError> {
     let text = required(p, "query", "{app=\"web\"}")?;
     let mut log = match parse(text)? {
         Expr::Log(log) => log,
@@ -178,12 +201,7 @@ async fn sample(
     let range = p.log_range(HOUR)?;
     state.check_range(range)?;
     let limit = state.check_limit(p.number("line_limit")?.unwrap_or(LINE_LIMIT))?;
-    let db = state.db.clone();
-    state
-        .blocking(move |budget| {
-            run_log_query(&db, &log, range, Direction::Backward, limit, &budget)
-        })
-        .await
+    super::cluster_rows(state, fanout, p, log, range, Direction::Backward, limit).await
 }
 
 /// Where a value was found.
@@ -253,9 +271,13 @@ fn fields(rows: &[Row], limit: usize) -> BTreeMap<String, Field> {
 pub(crate) async fn detected_fields(
     State(state): State<AppState>,
     axum::Extension(access): axum::Extension<crate::api::auth::Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<DetectedFields>, ApiError> {
-    let rows = sample(&state, &access, &p).await?;
+) -> Result<Response, ApiError> {
+    let (rows, missing) = match sample(&state, &access, &fanout, &p).await? {
+        Ok(sampled) => sampled,
+        Err(peer) => return Ok(*peer),
+    };
     // logcli sends field_limit, Grafana limit.
     let limit = match p.number("field_limit")? {
         Some(n) => n,
@@ -271,7 +293,10 @@ pub(crate) async fn detected_fields(
             json_path: f.json_path,
         })
         .collect();
-    Ok(Json(DetectedFields { fields, limit }))
+    Ok(mark_missing(
+        Json(DetectedFields { fields, limit }).into_response(),
+        &missing,
+    ))
 }
 
 /// `{"values": [...], "limit": N}`
@@ -286,10 +311,14 @@ pub(crate) struct FieldValues {
 pub(crate) async fn detected_field_values(
     State(state): State<AppState>,
     axum::Extension(access): axum::Extension<crate::api::auth::Access>,
+    fanout: Fanout,
     Path(name): Path<String>,
     QueryParams(p): QueryParams,
-) -> Result<Json<FieldValues>, ApiError> {
-    let rows = sample(&state, &access, &p).await?;
+) -> Result<Response, ApiError> {
+    let (rows, missing) = match sample(&state, &access, &fanout, &p).await? {
+        Ok(sampled) => sampled,
+        Err(peer) => return Ok(*peer),
+    };
     let limit = p.number("limit")?.unwrap_or(LIMIT);
     let mut all = fields(&rows, usize::MAX);
     let mut values: Vec<String> = all
@@ -297,7 +326,10 @@ pub(crate) async fn detected_field_values(
         .map(|f| f.values.into_iter().collect())
         .unwrap_or_default();
     values.truncate(limit);
-    Ok(Json(FieldValues { values, limit }))
+    Ok(mark_missing(
+        Json(FieldValues { values, limit }).into_response(),
+        &missing,
+    ))
 }
 
 /// `GET /loki/api/v1/drilldown-limits`: what Logs Drilldown reads to

@@ -6,14 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use serde::Serialize;
 
-use super::shapes::Success;
 use super::{HOUR, default_step, required, selector};
+use crate::api::cluster::Fanout;
 use crate::api::params::FormParams;
-use crate::api::{ApiError, AppState, run_log_query};
+use crate::api::{ApiError, AppState};
 use crate::drain::Drain;
 use crate::log_database::level;
 use crate::log_database::query::Direction;
@@ -36,8 +36,9 @@ pub(crate) struct Pattern {
 pub(crate) async fn patterns(
     State(state): State<AppState>,
     axum::Extension(access): axum::Extension<crate::api::auth::Access>,
+    fanout: Fanout,
     FormParams(p): FormParams,
-) -> Result<Json<Success<Vec<Pattern>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let text = required(&p, "query", "{service_name=\"web\"}")?;
     let mut log = LogExpr {
         selector: selector(text)?,
@@ -52,12 +53,21 @@ pub(crate) async fn patterns(
         .duration("step")?
         .filter(|s| *s > 0)
         .unwrap_or(default_step(span));
-    let db = state.db.clone();
-    let rows = state
-        .blocking(move |budget| {
-            run_log_query(&db, &log, range, Direction::Backward, MAX_LINES, &budget)
-        })
-        .await?;
+    // The cluster's newest lines, as one store would hold them.
+    let (rows, missing) = match super::cluster_rows(
+        &state,
+        &fanout,
+        &p,
+        log,
+        range,
+        Direction::Backward,
+        MAX_LINES,
+    )
+    .await?
+    {
+        Ok(gathered) => gathered,
+        Err(peer) => return Ok(*peer),
+    };
     let mut by_level: BTreeMap<String, Drain> = BTreeMap::new();
     // Oldest first, as Drain would have seen them.
     for (labels, ts, line, _) in rows.iter().rev() {
@@ -84,7 +94,6 @@ pub(crate) async fn patterns(
         })
         .collect();
     out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.pattern.cmp(&b.1.pattern)));
-    Ok(Json(Success::new(
-        out.into_iter().map(|(_, p)| p).collect(),
-    )))
+    let out: Vec<Pattern> = out.into_iter().map(|(_, p)| p).collect();
+    Ok(super::respond(out, &missing))
 }
