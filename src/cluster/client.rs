@@ -16,10 +16,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls_pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
 
@@ -167,11 +164,17 @@ impl Client {
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.timeout.min(Duration::from_secs(3))));
         http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let mut connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+            .https_or_http();
+        // Pods are dialled by IP, but their certificates name the Service.
+        if let Some(name) = config.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+            let name = ServerName::try_from(name.to_owned())
+                .map_err(|e| ClusterError::Setup(format!("--peer-server-name {name:?}: {e}")))?;
+            connector = connector
+                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+        }
+        let connector = connector.enable_http1().wrap_connector(http);
         let http = HttpClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
@@ -409,9 +412,7 @@ fn plain_rustls_config() -> Result<rustls::ClientConfig, ClusterError> {
         .with_no_client_auth())
 }
 
-/// TLS to peers: their chain must lead to the CA, and their certificate
-/// must name `server_name` (pods are asked by IP, but certificates name
-/// the Service).
+/// TLS to peers: their chain must lead to the CA in `--peer-ca-file`.
 fn rustls_config(tls: &PeerTls) -> Result<rustls::ClientConfig, ClusterError> {
     let setup = |what: String| ClusterError::Setup(what);
     let mut roots = rustls::RootCertStore::empty();
@@ -430,67 +431,9 @@ fn rustls_config(tls: &PeerTls) -> Result<rustls::ClientConfig, ClusterError> {
         )));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| setup(e.to_string()))?;
-    let name = tls
-        .server_name
-        .as_deref()
-        .map(|n| {
-            ServerName::try_from(n.to_owned())
-                .map_err(|e| setup(format!("--peer-server-name {n:?}: {e}")))
-        })
-        .transpose()?;
-    let verifier = Arc::new(NamedPeer { inner, name });
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| setup(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_root_certificates(roots)
         .with_no_client_auth())
-}
-
-/// The usual chain verification, with the name the certificate must carry
-/// fixed by configuration rather than taken from the address dialled.
-#[derive(Debug)]
-struct NamedPeer {
-    inner: Arc<WebPkiServerVerifier>,
-    name: Option<ServerName<'static>>,
-}
-
-impl ServerCertVerifier for NamedPeer {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let name = self.name.as_ref().unwrap_or(server_name);
-        self.inner
-            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }

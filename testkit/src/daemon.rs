@@ -67,7 +67,18 @@ impl DaemonCommand {
         kubeconfig: &std::path::Path,
         data: &std::path::Path,
     ) -> Self {
-        self.args(["--log-collector", "kubernetes", "--node-name", "node-1"])
+        self.kubernetes_as("node-1", node, kubeconfig, data)
+    }
+
+    /// [`kubernetes`](Self::kubernetes) as the node named `name`.
+    pub fn kubernetes_as(
+        self,
+        name: &str,
+        node: &crate::kubelet::Node,
+        kubeconfig: &std::path::Path,
+        data: &std::path::Path,
+    ) -> Self {
+        self.args(["--log-collector", "kubernetes", "--node-name", name])
             .flag("--root-path", node.containers())
             .flag("--kubeconfig", kubeconfig)
             .flag("--data-directory", data)
