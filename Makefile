@@ -10,7 +10,7 @@ IMAGE = $(DOCKER_REGISTRY)/monitoring-rs:$(VERSION)
 # The folder `make run` tails (a small sample ships with the repository).
 ROOT ?= sample-logs
 
-.PHONY: build run test lint fuzz bench bench-collector bench-store bench-api dockertest kuberun kubecleanup
+.PHONY: build run test lint fuzz bench bench-collector bench-store bench-api bench-cluster dockertest kuberun kubecleanup
 
 build:
 	$(CARGO) build --release --locked
@@ -25,6 +25,7 @@ run:
 # (each test in its own process).
 test: lint
 	BENCH_SMOKE=1 $(CARGO) bench --locked --profile dev --bench node
+	BENCH_SMOKE=1 $(CARGO) bench --locked --profile dev --bench cluster
 	scripts/fuzz.sh
 	$(CARGO) nextest run --locked --workspace --no-fail-fast
 
@@ -49,6 +50,12 @@ bench-store:
 bench-api:
 	$(CARGO) bench --locked --bench api
 
+# Three daemons on 127.0.0.21-23 with the busy node's load split over
+# them, 20 clients querying through one: the cluster's answers against one
+# node's (a third of the data); target/bench/cluster.json.
+bench-cluster:
+	$(CARGO) bench --locked --bench cluster
+
 # What monitoring-rs costs on a node: quiet, busy (with queries) and
 # catch-up scenarios on a stand-in node; target/bench/report.json and busy.svg.
 bench:
@@ -71,9 +78,11 @@ kuberun:
 	@# yet (use cert-manager for a real one, see the README).
 	$(KUBECTL) -n monitoring-rs get secret monitoring-rs-tls >/dev/null 2>&1 || { \
 	  openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=monitoring-rs \
+	    -addext "subjectAltName=DNS:monitoring-rs.monitoring-rs.svc,DNS:localhost,IP:127.0.0.1" \
 	    -keyout $(TMPDIR)/monitoring-rs-tls.key -out $(TMPDIR)/monitoring-rs-tls.crt && \
-	  $(KUBECTL) -n monitoring-rs create secret tls monitoring-rs-tls \
-	    --cert=$(TMPDIR)/monitoring-rs-tls.crt --key=$(TMPDIR)/monitoring-rs-tls.key; }
+	  $(KUBECTL) -n monitoring-rs create secret generic monitoring-rs-tls --type=kubernetes.io/tls \
+	    --from-file=tls.crt=$(TMPDIR)/monitoring-rs-tls.crt --from-file=tls.key=$(TMPDIR)/monitoring-rs-tls.key \
+	    --from-file=ca.crt=$(TMPDIR)/monitoring-rs-tls.crt; }
 	$(KUBECTL) -n monitoring-rs rollout status daemonset/monitoring-rs --timeout=180s
 	$(KUBECTL) -n monitoring-rs logs -f daemonset/monitoring-rs
 
