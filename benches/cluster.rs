@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,16 +32,6 @@ fn smoke() -> bool {
 
 fn ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 21 + i as u8))
-}
-
-fn common_port() -> u16 {
-    for _ in 0..100 {
-        let port = testkit::daemon::free_port(ip(0));
-        if (0..NODES.len()).all(|i| TcpListener::bind((ip(i), port)).is_ok()) {
-            return port;
-        }
-    }
-    panic!("no port free on all three addresses")
 }
 
 struct Slot {
@@ -197,14 +187,10 @@ fn main() {
     let api = FakeApiServer::start();
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();
-    let port = common_port();
-    let members: Vec<Member> = (0..3)
-        .map(|i| Member {
-            address: ip(i).to_string(),
-            node: NODES[i].into(),
-            ready: true,
-        })
-        .collect();
+    let daemons_at: Vec<(IpAddr, &str)> = (0..3).map(|i| (ip(i), NODES[i])).collect();
+    let ips: Vec<IpAddr> = daemons_at.iter().map(|d| d.0).collect();
+    let port = testkit::daemon::free_port_on_all(&ips);
+    let members = Member::all_ready(&daemons_at);
     api.slices()
         .set("monitoring-rs", "monitoring-rs", port, &members);
     let mut slots = Vec::new();

@@ -23,17 +23,6 @@ use testkit::slices::Member;
 /// The nodes' names.
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-/// A port free on every node's address (an EndpointSlice has one port).
-fn common_port(first: u8) -> u16 {
-    for _ in 0..100 {
-        let port = testkit::daemon::free_port(ip(first, 0));
-        if (0..NODES.len()).all(|i| TcpListener::bind((ip(first, i), port)).is_ok()) {
-            return port;
-        }
-    }
-    panic!("no port free on all three addresses")
-}
-
 /// Node `i`'s address: 127.0.0.`first + i`.
 fn ip(first: u8, i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, first + i as u8))
@@ -81,16 +70,10 @@ impl Cluster {
         let api = FakeApiServer::start();
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
-        let port = common_port(first);
-        let members: Vec<Member> = NODES
-            .iter()
-            .enumerate()
-            .map(|(i, node)| Member {
-                address: ip(first, i).to_string(),
-                node: (*node).into(),
-                ready: true,
-            })
-            .collect();
+        let daemons: Vec<(IpAddr, &str)> = (0..3).map(|i| (ip(first, i), NODES[i])).collect();
+        let ips: Vec<IpAddr> = daemons.iter().map(|d| d.0).collect();
+        let port = testkit::daemon::free_port_on_all(&ips);
+        let members = Member::all_ready(&daemons);
         api.slices()
             .set("monitoring-rs", "monitoring-rs", port, &members);
         let mut cluster = Self {

@@ -5,7 +5,7 @@
 //! peers are verified against `--peer-ca-file` by the Service's name, and
 //! the peer marker opens nothing without a token.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,16 +27,6 @@ const SERVICE_NAME: &str = "monitoring-rs.monitoring-rs.svc";
 
 fn ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 16 + i as u8))
-}
-
-fn common_port() -> u16 {
-    for _ in 0..100 {
-        let port = testkit::daemon::free_port(ip(0));
-        if (0..3).all(|i| TcpListener::bind((ip(i), port)).is_ok()) {
-            return port;
-        }
-    }
-    panic!("no port free on all three addresses")
 }
 
 /// A CA, and a certificate it signs naming only the Service (not the
@@ -122,14 +112,10 @@ fn tokens_travel_and_peers_speak_verified_tls() {
     reviews.add_user("alice-token", "alice", &["team-a"]);
     reviews.grant("group:admins", Grant::Cluster);
     reviews.grant("group:team-a", Grant::Namespace("a".into()));
-    let port = common_port();
-    let members: Vec<Member> = (0..3)
-        .map(|i| Member {
-            address: ip(i).to_string(),
-            node: NODES[i].into(),
-            ready: true,
-        })
-        .collect();
+    let daemons_at: Vec<(IpAddr, &str)> = (0..3).map(|i| (ip(i), NODES[i])).collect();
+    let ips: Vec<IpAddr> = daemons_at.iter().map(|d| d.0).collect();
+    let port = testkit::daemon::free_port_on_all(&ips);
+    let members = Member::all_ready(&daemons_at);
     api.slices()
         .set("monitoring-rs", "monitoring-rs", port, &members);
     let mut daemons: Vec<Daemon> = Vec::new();

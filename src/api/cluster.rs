@@ -162,6 +162,18 @@ impl Fanout {
     }
 }
 
+/// The value of `$e` (a `Result<_, Box<Response>>`), or, for a peer's
+/// request, a return of this node's answer in the peer form.
+macro_rules! or_peer_answer {
+    ($e:expr) => {
+        match $e {
+            Ok(value) => value,
+            Err(answer) => return Ok(*answer),
+        }
+    };
+}
+pub(crate) use or_peer_answer;
+
 /// What [`Fanout::gather`] found.
 pub enum Gathered<T> {
     /// A peer asked: this node's answer, to be sent in the peer form.

@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::cluster::or_peer_answer;
 use super::loki::direction;
 use super::params::QueryParams;
 use super::{ApiError, AppState, Row, run_log_query, tail};
@@ -194,11 +195,9 @@ pub(super) async fn logs(
             &missing,
         ));
     }
-    let (mut rows, missing) =
-        match super::loki::cluster_rows(&state, &fanout, &p, log, range, direction, limit).await? {
-            Ok(gathered) => gathered,
-            Err(peer) => return Ok(*peer),
-        };
+    let (mut rows, missing) = or_peer_answer!(
+        super::loki::cluster_rows(&state, &fanout, &p, log, range, direction, limit).await?
+    );
     if !explicit {
         rows.reverse();
     }

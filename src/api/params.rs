@@ -93,6 +93,11 @@ impl Params {
         }
     }
 
+    /// Adds one pair.
+    pub fn push(&mut self, key: &str, value: String) {
+        self.0.push((key.to_owned(), value));
+    }
+
     /// Adds the pairs of another (a POST body).
     pub fn extend(&mut self, other: Params) {
         self.0.extend(other.0);

@@ -36,6 +36,18 @@ pub fn free_port(ip: IpAddr) -> u16 {
         .expect("a free loopback port")
 }
 
+/// A TCP port free on every one of `ips` (an EndpointSlice names one port
+/// for all its endpoints, so daemons of one Service share it).
+pub fn free_port_on_all(ips: &[IpAddr]) -> u16 {
+    for _ in 0..100 {
+        let port = free_port(ips[0]);
+        if ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port is free on all of {ips:?}")
+}
+
 /// How to start a daemon: the binary, its flags, where it listens.
 pub struct DaemonCommand {
     command: Command,

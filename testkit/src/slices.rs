@@ -25,6 +25,20 @@ pub struct Member {
     pub ready: bool,
 }
 
+impl Member {
+    /// A ready daemon per `(address, node)`: a DaemonSet all up.
+    pub fn all_ready(daemons: &[(std::net::IpAddr, &str)]) -> Vec<Self> {
+        daemons
+            .iter()
+            .map(|(address, node)| Self {
+                address: address.to_string(),
+                node: (*node).to_owned(),
+                ready: true,
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone)]
 struct Change {
     version: u64,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{HOUR, required, scoped_selector};
-use crate::api::cluster::{Fanout, mark_missing};
+use crate::api::cluster::{Fanout, mark_missing, or_peer_answer};
 use crate::api::params::{FormParams, Params, QueryParams};
 use crate::api::{ApiError, AppState, Row};
 use crate::cluster::Missing;
@@ -100,14 +100,12 @@ pub(crate) async fn detected_labels(
             }
         }
     }
-    let (parts, missing) = match fanout
-        .gather(&state, &p, async { Ok(values) })
-        .await?
-        .parts()
-    {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (parts, missing) = or_peer_answer!(
+        fanout
+            .gather(&state, &p, async { Ok(values) })
+            .await?
+            .parts()
+    );
     let mut values = BTreeMap::<String, BTreeSet<String>>::new();
     for part in parts {
         for (name, v) in part {
@@ -274,10 +272,7 @@ pub(crate) async fn detected_fields(
     fanout: Fanout,
     FormParams(p): FormParams,
 ) -> Result<Response, ApiError> {
-    let (rows, missing) = match sample(&state, &access, &fanout, &p).await? {
-        Ok(sampled) => sampled,
-        Err(peer) => return Ok(*peer),
-    };
+    let (rows, missing) = or_peer_answer!(sample(&state, &access, &fanout, &p).await?);
     // logcli sends field_limit, Grafana limit.
     let limit = match p.number("field_limit")? {
         Some(n) => n,
@@ -315,10 +310,7 @@ pub(crate) async fn detected_field_values(
     Path(name): Path<String>,
     QueryParams(p): QueryParams,
 ) -> Result<Response, ApiError> {
-    let (rows, missing) = match sample(&state, &access, &fanout, &p).await? {
-        Ok(sampled) => sampled,
-        Err(peer) => return Ok(*peer),
-    };
+    let (rows, missing) = or_peer_answer!(sample(&state, &access, &fanout, &p).await?);
     let limit = p.number("limit")?.unwrap_or(LIMIT);
     let mut all = fields(&rows, usize::MAX);
     let mut values: Vec<String> = all

@@ -4,6 +4,7 @@
 #[cfg(test)]
 mod cases;
 pub(crate) mod drilldown;
+mod gather;
 pub(crate) mod patterns;
 pub(crate) mod shapes;
 
@@ -17,18 +18,19 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+pub(super) use self::gather::cluster_rows;
+use self::gather::evaluate_steps;
 use super::auth::{Access, Scope};
-use super::cluster::{Fanout, PeerRows, mark_missing, merge_rows, union, warnings};
+use super::cluster::{Fanout, mark_missing, or_peer_answer, union, warnings};
 use crate::cluster::Missing;
-use crate::logql::metric::leaves::{self, Part};
 
 use self::shapes::{QueryResult, Success};
 use super::params::{FormParams, Params, QueryParams};
-use super::{ApiError, AppState, Row, run_log_query};
+use super::{ApiError, AppState, Row};
 use crate::log_database::labels::Labels;
 use crate::log_database::query::{Direction, Matcher};
 use crate::log_database::{IndexStats, TimeRange};
-use crate::logql::metric::{Steps, Value, evaluate};
+use crate::logql::metric::{Steps, Value};
 use crate::logql::{AggregateOp, Expr, Grouping, LogExpr, MetricExpr, RangeExpr, RangeFunc, parse};
 
 const HOUR: i64 = 3_600_000_000_000;
@@ -95,30 +97,6 @@ pub(super) fn respond<T: Serialize>(data: T, missing: &[Missing]) -> Response {
     )
 }
 
-/// A log query's rows from every node, merged as one store would give
-/// them; `Err`: the answer to a peer's request, to send as it is.
-pub(super) async fn cluster_rows(
-    state: &AppState,
-    fanout: &Fanout,
-    p: &Params,
-    log: LogExpr,
-    range: TimeRange,
-    direction: Direction,
-    limit: usize,
-) -> Result<Result<(Vec<Row>, Vec<Missing>), Box<Response>>, ApiError> {
-    let inline = fanout.from_peer && state.matches_nothing([log.selector.as_slice()]);
-    let db = state.db.clone();
-    let local = state.run(inline, move |budget| {
-        run_log_query(&db, &log, range, direction, limit, &budget).map(PeerRows::new)
-    });
-    let (parts, missing) = match fanout.gather(state, p, local).await?.parts() {
-        Ok(gathered) => gathered,
-        Err(response) => return Ok(Err(response)),
-    };
-    let parts = parts.into_iter().map(PeerRows::rows).collect();
-    Ok(Ok((merge_rows(parts, direction, limit), missing)))
-}
-
 /// Loki's default step for a range: the range over 250, in whole
 /// seconds, at least 1 s.
 pub(super) fn default_step(span: i64) -> i64 {
@@ -169,61 +147,6 @@ fn thin(rows: Vec<Row>, interval: i64, direction: Direction) -> Vec<Row> {
         .collect()
 }
 
-/// Evaluates `metric` for the cluster: alone, over this store; with
-/// peers, every node computes the leaves (`leaves::part`) and this node
-/// combines them and runs the rest. `Err`: the answer to a peer's
-/// request, to send as it is.
-async fn evaluate_steps(
-    state: &AppState,
-    fanout: &Fanout,
-    p: &Params,
-    metric: MetricExpr,
-    steps: Steps,
-) -> Result<Result<(Value, Vec<Missing>), Box<Response>>, ApiError> {
-    let db = state.db.clone();
-    if !fanout.from_peer && !fanout.asks_peers(state, p)? {
-        let value = state
-            .blocking(move |budget| Ok(evaluate(&metric, &db, &steps, &budget)?))
-            .await?;
-        return Ok(Ok((value, Vec::new())));
-    }
-    let metric = Arc::new(metric);
-    let inline = fanout.from_peer
-        && state.matches_nothing(leaves::leaves(&metric).iter().map(|l| l.selector()));
-    let mine = metric.clone();
-    let local = state.run(inline, move |budget| {
-        leaves::leaves(&mine)
-            .iter()
-            .map(|leaf| leaves::part(leaf, &db, &steps, &budget))
-            .collect::<Result<Vec<Part>, _>>()
-            .map_err(ApiError::from)
-    });
-    let (nodes, missing) = match fanout.gather(state, p, local).await?.parts() {
-        Ok(gathered) => gathered,
-        Err(response) => return Ok(Err(response)),
-    };
-    let count = leaves::leaves(&metric).len();
-    let mut per_leaf: Vec<Vec<Part>> = (0..count).map(|_| Vec::new()).collect();
-    for node in nodes {
-        if node.len() != count {
-            return Err(ApiError {
-                status: axum::http::StatusCode::BAD_GATEWAY,
-                message: format!(
-                    "a node answered {} parts for a query with {count} range functions; are all nodes the same version?",
-                    node.len()
-                ),
-            });
-        }
-        for (i, part) in node.into_iter().enumerate() {
-            per_leaf[i].push(part);
-        }
-    }
-    let value = state
-        .blocking(move |budget| Ok(leaves::evaluate_parts(&metric, per_leaf, &steps, &budget)?))
-        .await?;
-    Ok(Ok((value, missing)))
-}
-
 /// Whether the client asked for label categories (Grafana does, with
 /// `X-Loki-Response-Encoding-Flags: categorize-labels`).
 fn categorize(headers: &HeaderMap) -> bool {
@@ -252,11 +175,9 @@ pub(super) async fn query_range(
     match expr {
         Expr::Log(log) => {
             let range = p.log_range(HOUR)?;
-            let (rows, missing) =
-                match cluster_rows(&state, &fanout, &p, log, range, direction, limit).await? {
-                    Ok(gathered) => gathered,
-                    Err(peer) => return Ok(*peer),
-                };
+            let (rows, missing) = or_peer_answer!(
+                cluster_rows(&state, &fanout, &p, log, range, direction, limit).await?
+            );
             let rows = match p.duration("interval")? {
                 Some(interval) if interval > 0 => thin(rows, interval, direction),
                 _ => rows,
@@ -268,10 +189,8 @@ pub(super) async fn query_range(
         }
         Expr::Metric(metric) => {
             let steps = steps(&p, range)?;
-            let (value, missing) = match evaluate_steps(&state, &fanout, &p, metric, steps).await? {
-                Ok(gathered) => gathered,
-                Err(peer) => return Ok(*peer),
-            };
+            let (value, missing) =
+                or_peer_answer!(evaluate_steps(&state, &fanout, &p, metric, steps).await?);
             let value = match value {
                 // A range query lists series by labels, whatever `sort` did.
                 Value::Matrix(mut m) => {
@@ -301,11 +220,9 @@ pub(super) async fn query(
     match expr {
         Expr::Log(log) => {
             let range = TimeRange::through(at.saturating_sub(HOUR), at);
-            let (rows, missing) =
-                match cluster_rows(&state, &fanout, &p, log, range, direction, limit).await? {
-                    Ok(gathered) => gathered,
-                    Err(peer) => return Ok(*peer),
-                };
+            let (rows, missing) = or_peer_answer!(
+                cluster_rows(&state, &fanout, &p, log, range, direction, limit).await?
+            );
             Ok(answer(
                 QueryResult::Streams(shapes::streams(&rows, categorize(&headers))),
                 &missing,
@@ -317,10 +234,8 @@ pub(super) async fn query(
                 step: 1_000_000_000,
                 count: 1,
             };
-            let (value, missing) = match evaluate_steps(&state, &fanout, &p, metric, steps).await? {
-                Ok(gathered) => gathered,
-                Err(peer) => return Ok(*peer),
-            };
+            let (value, missing) =
+                or_peer_answer!(evaluate_steps(&state, &fanout, &p, metric, steps).await?);
             Ok(answer(shapes::vector(value, at), &missing))
         }
     }
@@ -350,14 +265,12 @@ pub(super) async fn labels(
         }
         None => state.db.label_names(range),
     };
-    let (parts, missing) = match fanout
-        .gather(&state, &p, async { Ok(names) })
-        .await?
-        .parts()
-    {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (parts, missing) = or_peer_answer!(
+        fanout
+            .gather(&state, &p, async { Ok(names) })
+            .await?
+            .parts()
+    );
     Ok(respond(union(parts), &missing))
 }
 
@@ -373,14 +286,12 @@ pub(super) async fn label_values(
     let scope = access.scope(&state).await?;
     let selector = scoped_selector(&scope, p.get("query").filter(|s| !s.is_empty()))?;
     let values = state.db.label_values(&name, selector.as_deref(), range)?;
-    let (parts, missing) = match fanout
-        .gather(&state, &p, async { Ok(values) })
-        .await?
-        .parts()
-    {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (parts, missing) = or_peer_answer!(
+        fanout
+            .gather(&state, &p, async { Ok(values) })
+            .await?
+            .parts()
+    );
     Ok(respond(union(parts), &missing))
 }
 
@@ -405,10 +316,8 @@ pub(super) async fn series(
         scope.narrow(&mut selector)?;
         all.extend(state.db.series(&selector, range)?);
     }
-    let (parts, missing) = match fanout.gather(&state, &p, async { Ok(all) }).await?.parts() {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (parts, missing) =
+        or_peer_answer!(fanout.gather(&state, &p, async { Ok(all) }).await?.parts());
     let all: Vec<shapes::LabelSet> = union(parts).into_iter().map(shapes::LabelSet).collect();
     Ok(respond(all, &missing))
 }
@@ -424,14 +333,12 @@ pub(super) async fn index_stats(
     access.scope(&state).await?.narrow(&mut selector)?;
     let range = p.range(HOUR)?;
     let stats = state.db.index_stats(&selector, range)?;
-    let (parts, missing) = match fanout
-        .gather(&state, &p, async { Ok(stats) })
-        .await?
-        .parts()
-    {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (parts, missing) = or_peer_answer!(
+        fanout
+            .gather(&state, &p, async { Ok(stats) })
+            .await?
+            .parts()
+    );
     let mut total = IndexStats::default();
     for part in parts {
         total += part;
@@ -572,10 +479,7 @@ pub(super) async fn volume(
         step: 1,
         count: 1,
     };
-    let (value, missing) = match evaluate_steps(&state, &fanout, &p, expr, steps).await? {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (value, missing) = or_peer_answer!(evaluate_steps(&state, &fanout, &p, expr, steps).await?);
     let value = per_label_name(&p, value)?;
     Ok(answer(
         shapes::vector(top(value, limit), range.last()),
@@ -593,10 +497,7 @@ pub(super) async fn volume_range(
     let (range, limit) = volume_window(&state, &p)?;
     let steps = steps(&p, range)?;
     let expr = volume_expr(&p, steps.step, &access.scope(&state).await?)?;
-    let (value, missing) = match evaluate_steps(&state, &fanout, &p, expr, steps).await? {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (value, missing) = or_peer_answer!(evaluate_steps(&state, &fanout, &p, expr, steps).await?);
     let value = per_label_name(&p, value)?;
     Ok(answer(shapes::matrix(top(value, limit), &steps), &missing))
 }

@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::{HOUR, default_step, required, selector};
-use crate::api::cluster::Fanout;
+use crate::api::cluster::{Fanout, or_peer_answer};
 use crate::api::params::FormParams;
 use crate::api::{ApiError, AppState};
 use crate::drain::Drain;
@@ -54,20 +54,18 @@ pub(crate) async fn patterns(
         .filter(|s| *s > 0)
         .unwrap_or(default_step(span));
     // The cluster's newest lines, as one store would hold them.
-    let (rows, missing) = match super::cluster_rows(
-        &state,
-        &fanout,
-        &p,
-        log,
-        range,
-        Direction::Backward,
-        MAX_LINES,
-    )
-    .await?
-    {
-        Ok(gathered) => gathered,
-        Err(peer) => return Ok(*peer),
-    };
+    let (rows, missing) = or_peer_answer!(
+        super::cluster_rows(
+            &state,
+            &fanout,
+            &p,
+            log,
+            range,
+            Direction::Backward,
+            MAX_LINES,
+        )
+        .await?
+    );
     let mut by_level: BTreeMap<String, Drain> = BTreeMap::new();
     // Oldest first, as Drain would have seen them.
     for (labels, ts, line, _) in rows.iter().rev() {

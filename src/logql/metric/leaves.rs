@@ -123,8 +123,16 @@ pub enum Part {
     Samples(Vec<(Labels, Samples)>),
 }
 
-/// This node's part of `leaf`.
-pub fn part(leaf: &Leaf, db: &Database, steps: &Steps, budget: &Budget) -> Result<Part, EvalError> {
+/// This node's part of `leaf`: its samples when the leaf needs them or
+/// `samples` asks for them (a series turned out to span nodes), else its
+/// series.
+pub fn part(
+    leaf: &Leaf,
+    db: &Database,
+    steps: &Steps,
+    budget: &Budget,
+    samples: bool,
+) -> Result<Part, EvalError> {
     Ok(match leaf {
         Leaf::Sum { grouping, range } => Part::Series(range::evaluate(
             range,
@@ -133,10 +141,29 @@ pub fn part(leaf: &Leaf, db: &Database, steps: &Steps, budget: &Budget) -> Resul
             steps,
             budget,
         )?),
-        Leaf::Range(range) if leaf.needs_samples() => {
+        Leaf::Range(range) if leaf.needs_samples() || (samples && !mergeable(range.func)) => {
             Part::Samples(range::samples(range, db, steps, budget)?)
         }
         Leaf::Range(range) => Part::Series(range::evaluate(range, None, db, steps, budget)?),
+    })
+}
+
+/// Whether the nodes' series of `leaf` cannot be combined as they are: a
+/// function that does not fold, and a series that more than one node
+/// answered (streams with the same labels on several nodes, as the
+/// directory collector gives for `/var/log/syslog` on every host). Such a
+/// leaf is asked again for its samples.
+pub fn spans_nodes(leaf: &Leaf, parts: &[Part]) -> bool {
+    let Leaf::Range(range) = leaf else {
+        return false;
+    };
+    if mergeable(range.func) {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    parts.iter().any(|part| match part {
+        Part::Series(series) => series.iter().any(|s| !seen.insert(&s.labels)),
+        Part::Samples(_) => false,
     })
 }
 
@@ -157,7 +184,7 @@ pub fn combine(
     budget: &Budget,
 ) -> Result<Vec<Series>, EvalError> {
     let range = leaf.range();
-    if leaf.needs_samples() {
+    if parts.iter().any(|p| matches!(p, Part::Samples(_))) {
         let mut groups: BTreeMap<Labels, Samples> = BTreeMap::new();
         for part in parts {
             let Part::Samples(series) = part else {
@@ -234,8 +261,9 @@ fn fold(func: RangeFunc, points: &mut BTreeMap<u32, f64>, other: BTreeMap<u32, f
                     RangeFunc::MinOverTime if v < *mine || mine.is_nan() => v,
                     RangeFunc::MaxOverTime | RangeFunc::MinOverTime => *mine,
                     // Additive: a series split over nodes adds up. (A
-                    // non-mergeable function never meets itself: its
-                    // series needing samples were sent as samples.)
+                    // function that does not fold never meets itself
+                    // here: such series are sent as samples, see
+                    // `spans_nodes`.)
                     _ => *mine + v,
                 }
             })
@@ -377,6 +405,18 @@ mod tests {
             out,
             vec![series(&[("a", "1")], &[(0, 1.5), (1, 2.0), (2, 6.5)])]
         );
+    }
+
+    #[test]
+    fn a_series_on_two_nodes_of_a_function_that_does_not_fold_is_asked_again() {
+        let expr = metric("avg_over_time({x=\"1\"} | unwrap v [1m])");
+        let leaf = leaves(&expr)[0];
+        let same = || Part::Series(vec![series(&[("path", "/var/log/syslog")], &[(0, 1.0)])]);
+        let other = Part::Series(vec![series(&[("path", "/var/log/other")], &[(0, 1.0)])]);
+        assert!(spans_nodes(&leaf, &[same(), same()]));
+        assert!(!spans_nodes(&leaf, &[same(), other]));
+        let sum = metric("count_over_time({x=\"1\"}[1m])");
+        assert!(!spans_nodes(&leaves(&sum)[0], &[same(), same()]));
     }
 
     #[test]

@@ -406,6 +406,33 @@ fn parts_of_three_stores_combine_into_the_one_store_answer() {
             db.write(&batch).unwrap();
         }
     }
+    // The same file on every host (the directory collector's
+    // /var/log/syslog): one stream of one store, three streams of three.
+    let syslog = Labels::new([("app", "sys"), ("path", "/var/log/syslog")]);
+    let mut merged = Vec::new();
+    for (n, db) in nodes.iter().enumerate() {
+        let entries: Vec<(i64, Vec<u8>)> = (0..30i64)
+            .map(|i| {
+                let t = i * 9 * S + n as i64 * 311_000_000;
+                (
+                    t,
+                    format!("latency={}", (i * 7 + n as i64 * 5) % 23).into_bytes(),
+                )
+            })
+            .collect();
+        merged.extend(entries.clone());
+        let mut batch = WriteBatch::default();
+        batch
+            .streams
+            .push(StreamEntries::with(syslog.clone(), entries));
+        db.write(&batch).unwrap();
+    }
+    merged.sort();
+    let mut batch = WriteBatch::default();
+    batch
+        .streams
+        .push(StreamEntries::with(syslog.clone(), merged));
+    all.write(&batch).unwrap();
     let steps = Steps {
         start: 30 * S,
         step: 20 * S,
@@ -436,18 +463,31 @@ fn parts_of_three_stores_combine_into_the_one_store_answer() {
         r#"absent_over_time({app="nope"}[10s])"#,
         r#"count_over_time({app=~".+"} | logfmt | drop pod, node [1m]) > 2"#,
         r#"stdvar by (app) (rate({app=~".+"}[1m]))"#,
+        r#"avg_over_time({app="sys"} | logfmt | unwrap latency [1m])"#,
+        r#"quantile_over_time(0.75, {app=~".+"} | logfmt | unwrap latency [1m])"#,
+        r#"last_over_time({app="sys"} | logfmt | unwrap latency [30s]) + count_over_time({app="sys"}[30s])"#,
     ] {
         let Ok(Expr::Metric(expr)) = parse(query) else {
             panic!("{query}")
         };
         let one = evaluate(&expr, all, &steps, &budget).unwrap();
+        // As the answering node does: series first, samples for a leaf
+        // whose series came from more than one node.
         let parts: Vec<Vec<leaves::Part>> = leaves::leaves(&expr)
             .iter()
             .map(|leaf| {
-                nodes
-                    .iter()
-                    .map(|db| leaves::part(leaf, db, &steps, &budget).unwrap())
-                    .collect()
+                let ask = |samples| {
+                    nodes
+                        .iter()
+                        .map(|db| leaves::part(leaf, db, &steps, &budget, samples).unwrap())
+                        .collect::<Vec<_>>()
+                };
+                let series = ask(false);
+                if leaves::spans_nodes(leaf, &series) {
+                    ask(true)
+                } else {
+                    series
+                }
             })
             .collect();
         let split = leaves::evaluate_parts(&expr, parts, &steps, &budget).unwrap();
