@@ -497,6 +497,14 @@ fn any_node_answers_for_the_whole_cluster_as_one_store_would() {
     let (status, _, body) = ask(cluster.address(0), "/loki/api/v1/index/volume", &strict);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("node-c"), "{body}");
+    // /metrics counts the peers' answers by outcome.
+    let (_, _, metrics) = ask(cluster.address(0), "/metrics", &[]);
+    let unreachable = format!(
+        "monitoring_rs_peer_requests_total{{peer=\"{}\",outcome=\"unreachable\"}}",
+        cluster.address(2)
+    );
+    assert!(metrics.contains(&unreachable), "{metrics}");
+    assert!(metrics.contains("monitoring_rs_peer_request_duration_seconds_bucket"));
     // Logs too: the header says what the lines lack.
     let (status, headers, _) = ask(
         cluster.address(1),
