@@ -262,6 +262,42 @@ fn main() {
     let base = format!("http://{}", address(0));
     let measured = Arc::new(Mutex::new(Vec::new()));
     let writer_stop = Arc::new(AtomicBool::new(false));
+    // A follower on node-a of a pod on node-b: a line's way from the
+    // file on one node to a client of another.
+    let follow_latency: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let follower = {
+        let url = format!(
+            "{base}/logs/pod_name/{}?follow=true&format=ndjson&limit=0",
+            pods[pods_per_node]
+        );
+        let (latencies, stop) = (follow_latency.clone(), writer_stop.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let client = reqwest::blocking::Client::builder()
+                .timeout(None)
+                .build()
+                .unwrap();
+            let Ok(response) = client.get(url).send() else {
+                return;
+            };
+            for line in std::io::BufReader::new(response).lines() {
+                let Ok(line) = line else { break };
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(row) = serde_json::from_str::<Value>(&line)
+                    && let Some(ts) = row["timestamp"]
+                        .as_str()
+                        .and_then(|t| t.parse::<i64>().ok())
+                {
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .push((testkit::now_ns() - ts) as f64 / 1e6);
+                }
+            }
+        })
+    };
     let writer = {
         let stop = writer_stop.clone();
         std::thread::spawn(move || {
@@ -285,6 +321,7 @@ fn main() {
     measured.lock().unwrap().push(("node", node_latency));
     writer_stop.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap();
+    drop(follower);
     // Every node holds what was written to it; the cluster, the sum.
     let deadline = Instant::now() + Duration::from_secs(60);
     for (n, lines) in written.iter().enumerate() {
@@ -336,6 +373,23 @@ fn main() {
         );
         report.insert(kind, row);
     }
+    let mut follow = follow_latency.lock().unwrap().clone();
+    assert!(
+        !follow.is_empty(),
+        "the follower on node-a saw no line of node-b"
+    );
+    let follow_row = json!({
+        "p50_ms": percentile(&mut follow, 0.5), "p99_ms": percentile(&mut follow, 0.99),
+        "lines": follow.len(), "target_p99_ms": 100,
+    });
+    let _ = writeln!(
+        table,
+        "follow across nodes (file on node-b -> client of node-a): p50 / p99 {:.1} / {:.1} ms over {} lines",
+        follow_row["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        follow_row["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        follow.len()
+    );
+    report.insert("follow across nodes", follow_row);
     let _ = writeln!(
         table,
         "lines: {total} over 3 nodes at {rate} lines/s; every node verified to hold exactly its lines"
