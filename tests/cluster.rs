@@ -636,3 +636,60 @@ fn a_line_on_any_node_reaches_followers_on_the_others() {
         assert_eq!(frame_lines(&next_text(&mut socket)), vec![text.to_owned()]);
     }
 }
+
+/// A daemon given its own address among its peers (the same `--peers`
+/// list everywhere, or its address under another name) answers once,
+/// without a warning: it tells its own questions apart.
+#[test]
+fn a_daemon_among_its_own_peers_answers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);
+    let now = monitoring_rs::log_database::now_ns();
+    db.write(&WriteBatch {
+        streams: vec![StreamEntries::with(
+            Labels::new([("app", "web")]),
+            (0..5).map(|i| (now - 1_000_000_000 + i, format!("line {i}").into_bytes())),
+        )],
+        checkpoints: vec![],
+    })
+    .unwrap();
+    let listener = TcpListener::bind((IpAddr::from([127, 0, 0, 19]), 0)).unwrap();
+    let address = listener.local_addr().unwrap();
+    let state = AppState {
+        peers: monitoring_rs::cluster::Peers::fixed(&[address]),
+        ..AppState::new(db)
+    };
+    let stop = Shutdown::new();
+    let stopped = stop.clone();
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            api::serve(listener, state, async move { stopped.wait().await })
+                .await
+                .unwrap();
+        });
+    });
+    let (status, headers, body) = ask(
+        address,
+        "/loki/api/v1/query_range",
+        &[("query", r#"{app="web"}"#.into())],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !headers.contains_key("x-monitoring-missing-peers"),
+        "{body}"
+    );
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(answer.get("warnings").is_none(), "{body}");
+    assert_eq!(
+        answer["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    stop.trigger();
+    server.join().unwrap();
+}

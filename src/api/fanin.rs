@@ -95,7 +95,9 @@ pub async fn follow_peers(
     };
     for (peer, opened) in peers.iter().zip(opened) {
         let response: Streaming = match opened {
-            Ok(response) => response,
+            Ok(Some(response)) => response,
+            // This daemon itself, under another address.
+            Ok(None) => continue,
             Err(missing) => {
                 feed.missing.push(missing);
                 continue;

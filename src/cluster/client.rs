@@ -137,6 +137,9 @@ pub struct Client {
     http: HttpClient<Connector, Empty<Bytes>>,
     scheme: &'static str,
     config: ClientConfig,
+    /// This daemon's marker in its questions: a daemon asked by itself
+    /// (its own address in `--peers`, behind another name) can tell.
+    id: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -149,6 +152,8 @@ impl std::fmt::Debug for Client {
 
 enum Outcome<T> {
     Answer(T),
+    /// The "peer" is this daemon (it answered 508).
+    Myself,
     Missing(&'static str, String),
     Fatal(ClusterError),
 }
@@ -178,11 +183,24 @@ impl Client {
         let http = HttpClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        let id = {
+            use std::hash::{BuildHasher, Hasher};
+            // std seeds each RandomState from the OS: a random id.
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(std::process::id());
+            format!("{:016x}", hasher.finish())
+        };
         Ok(Self {
             http,
             scheme,
             config,
+            id,
         })
+    }
+
+    /// The marker this daemon's questions carry in [`PEER_HEADER`].
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// How long one peer may take to answer.
@@ -214,6 +232,7 @@ impl Client {
         for (peer, outcome) in peers.iter().zip(outcomes) {
             match outcome {
                 Outcome::Answer(answer) => out.answers.push(answer),
+                Outcome::Myself => {}
                 Outcome::Missing(_, reason) => out.missing.push(Missing {
                     peer: peer.address,
                     node: peer.node.clone(),
@@ -245,6 +264,7 @@ impl Client {
         let outcome = self.one(peer, path, params, authorization, budget).await;
         let label = match &outcome {
             Outcome::Answer(_) => "ok",
+            Outcome::Myself => "self",
             Outcome::Missing(kind, _) => kind,
             Outcome::Fatal(ClusterError::TooLarge { .. }) => "too_large",
             Outcome::Fatal(_) => "refused",
@@ -271,6 +291,9 @@ impl Client {
                 Err(e) => return Outcome::Missing("unreachable", describe(&e)),
             };
             let status = response.status();
+            if status == StatusCode::LOOP_DETECTED {
+                return Outcome::Myself;
+            }
             let bytes = match read_capped(response, budget).await {
                 Ok(bytes) => bytes,
                 Err(Capped::Over) => {
@@ -324,10 +347,12 @@ impl Client {
             .extend_pairs(params)
             .finish();
         let uri = format!("{}://{}{path}?{query}", self.scheme, peer.address);
-        let mut request = Request::get(uri).header(PEER_HEADER, "1").header(
-            axum::http::header::USER_AGENT,
-            concat!("monitoring-rs/", env!("CARGO_PKG_VERSION")),
-        );
+        let mut request = Request::get(uri)
+            .header(PEER_HEADER, self.id.as_str())
+            .header(
+                axum::http::header::USER_AGENT,
+                concat!("monitoring-rs/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(token) = authorization {
             request = request.header(AUTHORIZATION, token.clone());
         }
@@ -337,14 +362,14 @@ impl Client {
     }
 
     /// Opens a streaming request to one peer (a follow): the response once
-    /// its status is 200, or why not.
+    /// its status is 200 (`None`: the peer is this daemon), or why not.
     pub async fn open(
         &self,
         peer: &Peer,
         path: &str,
         params: &[(String, String)],
         authorization: Option<&HeaderValue>,
-    ) -> Result<Streaming, Missing> {
+    ) -> Result<Option<Streaming>, Missing> {
         let missing = |reason: String| Missing {
             peer: peer.address,
             node: peer.node.clone(),
@@ -357,10 +382,13 @@ impl Client {
             .await
             .map_err(|_| missing("no answer within --peer-timeout".into()))?
             .map_err(|e| missing(describe(&e)))?;
+        if sent.status() == StatusCode::LOOP_DETECTED {
+            return Ok(None);
+        }
         if !sent.status().is_success() {
             return Err(missing(format!("answered {}", sent.status())));
         }
-        Ok(sent)
+        Ok(Some(sent))
     }
 }
 

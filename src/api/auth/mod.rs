@@ -242,6 +242,18 @@ pub async fn middleware(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // Asked by itself (its own address among its peers): say so at once.
+    if request
+        .headers()
+        .get(crate::cluster::client::PEER_HEADER)
+        .is_some_and(|v| v.as_bytes() == state.peer_client.id().as_bytes())
+    {
+        return (
+            axum::http::StatusCode::LOOP_DETECTED,
+            "this daemon asked itself; it answers for itself already\n",
+        )
+            .into_response();
+    }
     let Some(reviewer) = state.reviewer.clone() else {
         request.extensions_mut().insert(Access::Open);
         return next.run(request).await;
