@@ -538,7 +538,7 @@ fn any_node_answers_for_the_whole_cluster_as_one_store_would() {
 /// backfill the cluster's newest lines.
 #[test]
 fn a_line_on_any_node_reaches_followers_on_the_others() {
-    let cluster = Cluster::start(13);
+    let mut cluster = Cluster::start(13);
     for i in 0..3 {
         wait("every line stored", || {
             (entries_of(&cluster, i).len() == 480).then_some(())
@@ -635,6 +635,21 @@ fn a_line_on_any_node_reaches_followers_on_the_others() {
         assert_eq!(got, text);
         assert_eq!(frame_lines(&next_text(&mut socket)), vec![text.to_owned()]);
     }
+    // node-c restarts: both followers are fed by it again once it is back.
+    cluster.nodes[2].daemon.take().unwrap().kill();
+    cluster.up(2);
+    cluster.wait_for_peers(2);
+    std::thread::sleep(Duration::from_secs(3));
+    let text = "level=warn msg=\"written on c after its restart\"";
+    testkit::append(
+        &cluster.nodes[2].logs.join("svc-1.log"),
+        &format!("{text}\n"),
+    );
+    assert_eq!(
+        lines_rx.recv_timeout(Duration::from_secs(15)).unwrap(),
+        text
+    );
+    assert_eq!(frame_lines(&next_text(&mut socket)), vec![text.to_owned()]);
 }
 
 /// A daemon given its own address among its peers (the same `--peers`

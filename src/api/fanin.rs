@@ -7,6 +7,11 @@
 //! the channel stalls the peer's socket, and the peer drops that follower
 //! as it drops any that falls behind: memory stays bounded.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
@@ -65,10 +70,109 @@ impl Frames {
 pub struct PeerFeed {
     /// Each peer's backfill (what it had when asked).
     pub backfill: Vec<Vec<Row>>,
-    /// Their batches as they come; closed once every peer's stream ended.
+    /// Their batches as they come (peers that come back or join included),
+    /// for as long as the follower reads them.
     pub live: mpsc::Receiver<Vec<Row>>,
     /// The peers that could not be followed.
     pub missing: Vec<Missing>,
+}
+
+/// The peers a follower is fed by now, and the addresses that are this
+/// daemon itself.
+#[derive(Default)]
+struct Peering {
+    active: HashSet<SocketAddr>,
+    myself: HashSet<SocketAddr>,
+}
+
+type Followed = Arc<Mutex<Peering>>;
+
+fn lock(followed: &Followed) -> std::sync::MutexGuard<'_, Peering> {
+    followed.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How often a follower looks for peers it is not fed by.
+const REJOIN: Duration = Duration::from_secs(2);
+
+/// Feeds one peer's frames to the follower until either ends.
+async fn forward(
+    mut frames: Frames,
+    sender: mpsc::Sender<Vec<Row>>,
+    peer: SocketAddr,
+    followed: Followed,
+) {
+    loop {
+        let rows = tokio::select! {
+            rows = frames.next() => rows,
+            // The follower went away: let go of the peer.
+            () = sender.closed() => break,
+        };
+        let Some(rows) = rows else {
+            tracing::debug!(%peer, "A peer's follow stream ended; following it again when it answers.");
+            break;
+        };
+        if !rows.is_empty() && sender.send(rows).await.is_err() {
+            break;
+        }
+    }
+    lock(&followed).active.remove(&peer);
+}
+
+/// While the follower lives: follows again a peer whose stream ended, and
+/// a peer that joined, every [`REJOIN`].
+async fn supervise(
+    state: AppState,
+    fanout: Fanout,
+    p: Params,
+    sender: mpsc::Sender<Vec<Row>>,
+    followed: Followed,
+) {
+    loop {
+        tokio::select! {
+            () = sender.closed() => return,
+            () = tokio::time::sleep(REJOIN) => {}
+        }
+        let Ok(peers) = fanout.peers_for(&state, &p) else {
+            return;
+        };
+        for peer in peers {
+            {
+                let now = lock(&followed);
+                if now.active.contains(&peer.address) || now.myself.contains(&peer.address) {
+                    continue;
+                }
+            }
+            let opened = state
+                .peer_client
+                .open(&peer, fanout.path(), p.pairs(), fanout.authorization())
+                .await;
+            let response = match opened {
+                Ok(Some(response)) => response,
+                Ok(None) => {
+                    lock(&followed).myself.insert(peer.address);
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let mut frames = Frames {
+                body: response.into_body(),
+                buffer: Vec::new(),
+            };
+            // The (empty) backfill first.
+            let first = tokio::time::timeout(state.peer_client.timeout(), frames.next()).await;
+            if !matches!(first, Ok(Some(_))) {
+                continue;
+            }
+            tracing::debug!(peer = %peer.address, "Following a peer again.");
+            lock(&followed).active.insert(peer.address);
+            tokio::spawn(forward(
+                frames,
+                sender.clone(),
+                peer.address,
+                followed.clone(),
+            ));
+        }
+    }
 }
 
 /// Opens a follow on every peer the request asks (none: `None`).
@@ -93,11 +197,15 @@ pub async fn follow_peers(
         live,
         missing: Vec::new(),
     };
+    let followed: Followed = Arc::default();
     for (peer, opened) in peers.iter().zip(opened) {
         let response: Streaming = match opened {
             Ok(Some(response)) => response,
             // This daemon itself, under another address.
-            Ok(None) => continue,
+            Ok(None) => {
+                lock(&followed).myself.insert(peer.address);
+                continue;
+            }
             Err(missing) => {
                 feed.missing.push(missing);
                 continue;
@@ -119,25 +227,25 @@ pub async fn follow_peers(
                 continue;
             }
         }
-        let sender = sender.clone();
-        let address = peer.address;
-        tokio::spawn(async move {
-            loop {
-                let rows = tokio::select! {
-                    rows = frames.next() => rows,
-                    // The follower went away: let go of the peer.
-                    () = sender.closed() => return,
-                };
-                let Some(rows) = rows else { break };
-                if !rows.is_empty() && sender.send(rows).await.is_err() {
-                    return;
-                }
-            }
-            tracing::debug!(peer = %address, "A peer's follow stream ended.");
-        });
+        lock(&followed).active.insert(peer.address);
+        tokio::spawn(forward(
+            frames,
+            sender.clone(),
+            peer.address,
+            followed.clone(),
+        ));
     }
-    // Only the peers' tasks hold senders now: the channel closes when all end.
-    drop(sender);
+    // Peers that come back, or join, are followed from then on (without a
+    // backfill: what they wrote meanwhile is not a live line any more).
+    let mut again = p.clone();
+    again.push("limit", "0".into());
+    tokio::spawn(supervise(
+        state.clone(),
+        fanout.clone(),
+        again,
+        sender,
+        followed,
+    ));
     Ok(Some(feed))
 }
 
