@@ -71,7 +71,7 @@ impl Fanout {
     }
 
     /// The peers to ask for this request (none: this node answers alone).
-    fn peers(&self, state: &AppState, p: &Params) -> Result<Vec<Peer>, ApiError> {
+    pub fn peers(&self, state: &AppState, p: &Params) -> Result<Vec<Peer>, ApiError> {
         if self.from_peer {
             return Ok(Vec::new());
         }
@@ -87,11 +87,6 @@ impl Fanout {
                 "scope={other:?}: use cluster (every node, the default) or node (this one)"
             ))),
         }
-    }
-
-    /// The peers to ask for this request (none: this node alone).
-    pub fn peers_for(&self, state: &AppState, p: &Params) -> Result<Vec<Peer>, ApiError> {
-        self.peers(state, p)
     }
 
     /// The path asked (peers are asked the same).

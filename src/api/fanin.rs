@@ -132,7 +132,7 @@ async fn supervise(
             () = sender.closed() => return,
             () = tokio::time::sleep(REJOIN) => {}
         }
-        let Ok(peers) = fanout.peers_for(&state, &p) else {
+        let Ok(peers) = fanout.peers(&state, &p) else {
             return;
         };
         for peer in peers {
@@ -181,7 +181,7 @@ pub async fn follow_peers(
     fanout: &Fanout,
     p: &Params,
 ) -> Result<Option<PeerFeed>, super::ApiError> {
-    let peers = fanout.peers_for(state, p)?;
+    let peers = fanout.peers(state, p)?;
     if peers.is_empty() {
         return Ok(None);
     }
