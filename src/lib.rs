@@ -11,6 +11,7 @@ pub mod api;
 pub mod cluster;
 pub mod daemon;
 pub mod drain;
+pub mod forward;
 pub mod log_collector;
 pub mod log_database;
 pub mod logql;

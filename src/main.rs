@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use clap::{Parser, ValueEnum};
 use monitoring_rs::api::ApiConfig;
 use monitoring_rs::api::auth::{AuthMode, AuthTtls};
@@ -15,6 +16,7 @@ use monitoring_rs::api::tls::TlsFiles;
 use monitoring_rs::cluster::{ClientConfig, PeerTls};
 use monitoring_rs::daemon::PeerConfig;
 use monitoring_rs::daemon::{self, Collector, DaemonConfig, KubernetesSettings, Output};
+use monitoring_rs::forward::{Endpoint, Format, LokiLabels, SinkConfig};
 use monitoring_rs::log_collector::directory::{DirectoryConfig, ReadFrom};
 use monitoring_rs::log_database::Config as StoreConfig;
 use monitoring_rs::memory::MemoryLimit;
@@ -124,6 +126,77 @@ struct Args {
     /// IP address).
     #[arg(long, env = "PEER_SERVER_NAME")]
     peer_server_name: Option<String>,
+
+    /// Forward every entry to this OpenTelemetry (OTLP/HTTP) endpoint;
+    /// `/v1/logs` is appended, as the OpenTelemetry specification says.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+
+    /// The full OTLP logs URL (used as it is; overrides --otlp-endpoint).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")]
+    otlp_logs_endpoint: Option<String>,
+
+    /// Headers for the OTLP endpoint, `key=value,key2=value2` (values
+    /// percent-encoded), e.g. `Authorization=Basic%20...`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS")]
+    otlp_headers: Option<String>,
+
+    /// `gzip` or `none`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_COMPRESSION", default_value = "gzip")]
+    otlp_compression: String,
+
+    /// How long one OTLP request may take, milliseconds.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000)]
+    otlp_timeout: u64,
+
+    /// A PEM CA for the OTLP endpoint's certificate (else the system's).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    otlp_certificate: Option<PathBuf>,
+
+    /// Forward every entry to this Loki push URL
+    /// (https://loki.example.com/loki/api/v1/push).
+    #[arg(long, env = "LOKI_PUSH_URL")]
+    loki_push_url: Option<String>,
+
+    /// The Loki tenant (`X-Scope-OrgID`).
+    #[arg(long, env = "LOKI_TENANT_ID")]
+    loki_tenant_id: Option<String>,
+
+    /// Basic auth for Loki, `user:password` (Grafana Cloud: the instance
+    /// id and an access token).
+    #[arg(long, env = "LOKI_BASIC_AUTH")]
+    loki_basic_auth: Option<String>,
+
+    /// A file holding a bearer token for Loki (read at start).
+    #[arg(long, env = "LOKI_BEARER_TOKEN_FILE")]
+    loki_bearer_token_file: Option<PathBuf>,
+
+    /// Labels added to every stream sent to Loki, `cluster=prod,env=eu`.
+    #[arg(long, env = "LOKI_LABELS")]
+    loki_labels: Option<String>,
+
+    /// Which labels are Loki stream labels (the others are sent as
+    /// structured metadata); default: namespace, pod_name, pod,
+    /// container_name, container, node_name, stream, service_name, path.
+    #[arg(long, env = "LOKI_STREAM_LABELS", value_delimiter = ',')]
+    loki_stream_labels: Vec<String>,
+
+    /// A PEM CA for Loki's certificate (else the system's).
+    #[arg(long, env = "LOKI_CA_FILE")]
+    loki_ca_file: Option<PathBuf>,
+
+    /// On a sink's first start, what to send: `now` (new entries only),
+    /// a duration back (`7d`: back-fill a week), or a time (RFC 3339).
+    #[arg(long, env = "FORWARD_FROM", default_value = "now")]
+    forward_from: String,
+
+    /// A batch is sent once its lines reach this size (e.g. 1MiB)…
+    #[arg(long, env = "FORWARD_BATCH_SIZE", default_value = "1MiB", value_parser = parse_size)]
+    forward_batch_size: u64,
+
+    /// …or this long after its first entry.
+    #[arg(long, env = "FORWARD_BATCH_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
+    forward_batch_wait: Duration,
 
     /// How long a token's TokenReview answer is kept (the kubelet's default).
     #[arg(long, env = "AUTH_TOKEN_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
@@ -279,6 +352,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 /// The one conversion from flags to the daemon's configuration.
 fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
+    let sinks = sinks(&args)?;
     let auth = match args.auth.unwrap_or(match args.log_collector {
         CollectorKind::Kubernetes => AuthKind::Kubernetes,
         CollectorKind::Directory => AuthKind::None,
@@ -403,6 +477,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         auth_kubeconfig,
         peers,
         peer_client,
+        sinks,
         auth_ttls: AuthTtls {
             token: args.auth_token_ttl,
             allowed: args.auth_allowed_ttl,
@@ -410,6 +485,126 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         },
         memory,
     })
+}
+
+/// The forwarding sinks the flags ask for.
+fn sinks(args: &Args) -> anyhow::Result<Vec<SinkConfig>> {
+    let from = match args.forward_from.trim() {
+        "now" | "" => monitoring_rs::log_database::now_ns(),
+        text => match humantime::parse_duration(text) {
+            Ok(back) => monitoring_rs::log_database::now_ns() - back.as_nanos() as i64,
+            Err(_) => monitoring_rs::api::params::parse_time("--forward-from", text)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?,
+        },
+    };
+    let mut out = Vec::new();
+    let url = match (&args.otlp_logs_endpoint, &args.otlp_endpoint) {
+        (Some(full), _) => Some(full.clone()),
+        (None, Some(base)) => Some(format!("{}/v1/logs", base.trim_end_matches('/'))),
+        (None, None) => None,
+    };
+    if let Some(url) = url {
+        let gzip = match args.otlp_compression.trim().to_ascii_lowercase().as_str() {
+            "gzip" => true,
+            "none" | "" => false,
+            other => bail!("OTEL_EXPORTER_OTLP_COMPRESSION={other:?}: use gzip or none"),
+        };
+        out.push(SinkConfig {
+            name: "otlp".into(),
+            format: Format::Otlp { gzip },
+            endpoint: Endpoint {
+                url: url
+                    .parse()
+                    .with_context(|| format!("the OTLP endpoint {url:?} is not a URL"))?,
+                headers: otlp_headers(args.otlp_headers.as_deref().unwrap_or(""))?,
+                timeout: Duration::from_millis(args.otlp_timeout.max(1)),
+                ca_file: args.otlp_certificate.clone(),
+            },
+            batch_bytes: args.forward_batch_size as usize,
+            batch_wait: args.forward_batch_wait,
+            from,
+        });
+    }
+    if let Some(url) = &args.loki_push_url {
+        let mut headers = Vec::new();
+        if let Some(tenant) = &args.loki_tenant_id {
+            headers.push((
+                HeaderName::from_static("x-scope-orgid"),
+                header_value(tenant)?,
+            ));
+        }
+        if let Some(user_password) = &args.loki_basic_auth {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(user_password);
+            headers.push((AUTHORIZATION, header_value(&format!("Basic {encoded}"))?));
+        }
+        if let Some(file) = &args.loki_bearer_token_file {
+            let token = std::fs::read_to_string(file).with_context(|| {
+                format!("cannot read --loki-bearer-token-file {}", file.display())
+            })?;
+            headers.push((
+                AUTHORIZATION,
+                header_value(&format!("Bearer {}", token.trim()))?,
+            ));
+        }
+        let mut labels = LokiLabels::default();
+        if !args.loki_stream_labels.is_empty() {
+            labels.stream = args
+                .loki_stream_labels
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .collect();
+        }
+        for pair in args
+            .loki_labels
+            .iter()
+            .flat_map(|l| l.split(','))
+            .filter(|p| !p.trim().is_empty())
+        {
+            let Some((name, value)) = pair.split_once('=') else {
+                bail!("--loki-labels {pair:?}: write name=value, e.g. cluster=prod");
+            };
+            labels
+                .extra
+                .push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        out.push(SinkConfig {
+            name: "loki".into(),
+            format: Format::Loki(labels),
+            endpoint: Endpoint {
+                url: url
+                    .parse()
+                    .with_context(|| format!("--loki-push-url {url:?} is not a URL"))?,
+                headers,
+                timeout: Duration::from_secs(10),
+                ca_file: args.loki_ca_file.clone(),
+            },
+            batch_bytes: args.forward_batch_size as usize,
+            batch_wait: args.forward_batch_wait,
+            from,
+        });
+    }
+    Ok(out)
+}
+
+fn header_value(text: &str) -> anyhow::Result<HeaderValue> {
+    HeaderValue::from_str(text).context("a header value may not hold control characters")
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs, comma-separated,
+/// values percent-encoded (the W3C baggage form the specification uses).
+fn otlp_headers(text: &str) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
+    let mut out = Vec::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("OTEL_EXPORTER_OTLP_HEADERS: {pair:?} is not key=value");
+        };
+        let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
+        let name = HeaderName::from_bytes(key.trim().as_bytes())
+            .with_context(|| format!("OTEL_EXPORTER_OTLP_HEADERS: {key:?} is not a header name"))?;
+        out.push((name, header_value(&value)?));
+    }
+    Ok(out)
 }
 
 /// Parses sizes like `10GiB`, `500MB`, `1024`.

@@ -297,5 +297,6 @@ pub(super) async fn status(
         "labels": state.db.label_cardinality(),
         "tail_subscribers": state.db.subscribers(),
         "peers": state.peers.list(),
+        "sinks": state.sinks.iter().map(|s| s.report(store.newest)).collect::<Vec<_>>(),
     })))
 }

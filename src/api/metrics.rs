@@ -47,6 +47,9 @@ pub struct Metrics {
     without_metadata: Family<LabelPairs, Counter>,
     peer_requests: Family<LabelPairs, Counter>,
     peer_latency: HistogramFamily,
+    /// Per sink and figure: `forward_*_total` counters.
+    forward: Vec<(&'static str, Family<LabelPairs, Counter>)>,
+    forward_lag: Family<LabelPairs, Gauge<f64, AtomicU64>>,
     counters: Vec<(&'static str, Counter)>,
     gauges: Vec<(&'static str, Gauge)>,
     checkpoint_age: Gauge<f64, AtomicU64>,
@@ -203,6 +206,37 @@ impl Metrics {
             "How long other daemons took to answer, by peer.",
             peer_latency.clone(),
         );
+        let forward = [
+            (
+                "forward_sent_entries",
+                "Entries a sink's receiver took, by sink.",
+            ),
+            (
+                "forward_sent_bytes",
+                "Request bytes (compressed) a sink's receiver took, by sink.",
+            ),
+            (
+                "forward_retries",
+                "Deliveries tried again (receiver down, 429, 5xx), by sink.",
+            ),
+            (
+                "forward_rejected_entries",
+                "Entries a receiver refused for good (4xx) and that were dropped, by sink.",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, help)| {
+            let family = Family::<LabelPairs, Counter>::default();
+            registry.register(name, help, family.clone());
+            (name, family)
+        })
+        .collect();
+        let forward_lag = Family::<LabelPairs, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "forward_lag_seconds",
+            "How far a sink is behind the newest stored entry (0: it follows live writes), by sink.",
+            forward_lag.clone(),
+        );
         let counters = COUNTERS
             .iter()
             .map(|(name, help)| {
@@ -237,6 +271,8 @@ impl Metrics {
             without_metadata,
             peer_requests,
             peer_latency,
+            forward,
+            forward_lag,
             counters,
             gauges,
             checkpoint_age,
@@ -377,6 +413,30 @@ impl Metrics {
             ("resident_memory_bytes", crate::memory::resident_bytes()),
         ] {
             self.set_gauge(name, value);
+        }
+        for sink in &state.sinks {
+            use std::sync::atomic::Ordering::Relaxed;
+            let labels = vec![("sink".to_owned(), sink.name.clone())];
+            for (name, value) in [
+                ("forward_sent_entries", sink.sent_entries.load(Relaxed)),
+                ("forward_sent_bytes", sink.sent_bytes.load(Relaxed)),
+                ("forward_retries", sink.retries.load(Relaxed)),
+                (
+                    "forward_rejected_entries",
+                    sink.rejected_entries.load(Relaxed),
+                ),
+            ] {
+                if let Some((_, family)) = self.forward.iter().find(|(n, _)| *n == name) {
+                    let counter = family.get_or_create(&labels);
+                    let seen = counter.get();
+                    if value > seen {
+                        counter.inc_by(value - seen);
+                    }
+                }
+            }
+            self.forward_lag
+                .get_or_create(&labels)
+                .set(sink.lag_seconds(store.newest));
         }
         if let Some(t) = status.last_checkpoint {
             self.checkpoint_age

@@ -104,6 +104,8 @@ pub struct AppState {
     pub peers: crate::cluster::Peers,
     /// How to ask them.
     pub peer_client: Arc<crate::cluster::Client>,
+    /// The forwarding sinks' figures.
+    pub sinks: Vec<Arc<crate::forward::SinkStatus>>,
 }
 
 /// Queries that may run at once (the rest wait their turn).
@@ -129,6 +131,7 @@ impl AppState {
             memory: MemoryLimit::default(),
             reviewer: None,
             peers: crate::cluster::Peers::default(),
+            sinks: Vec::new(),
             peer_client: Arc::new(
                 crate::cluster::Client::new(crate::cluster::ClientConfig::default())
                     .expect("a client without TLS files always builds"),

@@ -100,6 +100,8 @@ pub struct DaemonConfig {
     pub peers: PeerConfig,
     /// How to ask them.
     pub peer_client: crate::cluster::ClientConfig,
+    /// Where committed entries are forwarded.
+    pub sinks: Vec<crate::forward::SinkConfig>,
 }
 
 /// How the other daemons of the cluster are found.
@@ -147,6 +149,9 @@ pub enum DaemonError {
     /// No Kubernetes client.
     #[error(transparent)]
     Kubernetes(#[from] KubeClientError),
+    /// Forwarding could not start.
+    #[error("{0}; check the --otlp-* and --loki-* flags")]
+    Forward(#[source] crate::forward::ForwardError),
     /// The client for peers could not be set up (the CA file).
     #[error("{0}; check --peer-ca-file and --peer-server-name")]
     Peers(#[source] crate::cluster::ClusterError),
@@ -218,6 +223,11 @@ fn run_into_store(
     let maintenance = db
         .start_maintenance(config.flush_interval)
         .map_err(start_error("the store's maintenance thread"))?;
+    // Sinks read from the store, so they start after it and stop before
+    // its final flush (which commits their last cursors).
+    let (sinks, sink_threads) =
+        crate::forward::start(db.clone(), config.sinks.clone(), shutdown.clone())
+            .map_err(DaemonError::Forward)?;
     let status = Arc::new(RwLock::new(CollectorReport::default()));
     // The server stops once the collector has stopped and the store is
     // flushed: this channel says so.
@@ -233,6 +243,9 @@ fn run_into_store(
                 // A failing collector takes the daemon down with it.
                 shutdown.trigger();
                 tracing::info!(collector = ?source.directory().stats(), "Collector stopped.");
+                for sink in sink_threads {
+                    let _ = sink.join();
+                }
                 let flushed = maintenance.stop();
                 let _ = collected_tx.send(());
                 result?;
@@ -291,6 +304,7 @@ fn run_into_store(
         memory: config.memory,
         reviewer,
         peers,
+        sinks,
         peer_client: Arc::new(
             crate::cluster::Client::new(config.peer_client.clone()).map_err(DaemonError::Peers)?,
         ),
@@ -387,6 +401,7 @@ mod tests {
             auth_ttls: AuthTtls::default(),
             peers: PeerConfig::None,
             peer_client: crate::cluster::ClientConfig::default(),
+            sinks: Vec::new(),
             memory: MemoryLimit::default(),
         };
         let shutdown = Shutdown::new();

@@ -33,6 +33,19 @@ impl std::ops::AddAssign for IndexStats {
 }
 
 impl Database {
+    /// Every stream's labels (what a sink catches up on).
+    pub fn stream_labels(&self) -> Vec<Arc<Labels>> {
+        let inner = self.read_inner();
+        let mut out: Vec<Arc<Labels>> = inner
+            .index
+            .streams
+            .values()
+            .map(|s| s.labels.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Streams, blocks, entries and bytes for `selector` in `range`,
     /// from the index alone (blocks count whole, as in Loki).
     pub fn index_stats(

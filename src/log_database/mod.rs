@@ -297,7 +297,10 @@ impl Database {
                     && !inner.pending.contains_key(key);
                 inner.pending.insert(key.clone(), value.clone());
             }
-            if self.appended.receiver_count() > 0 {
+            // A write of checkpoints alone (a sink's cursor) is no news.
+            if self.appended.receiver_count() > 0
+                && batch.streams.iter().any(|s| !s.entries.is_empty())
+            {
                 let streams = batch
                     .streams
                     .iter()

@@ -1,0 +1,389 @@
+//! One sink's thread: catch up from the store, follow live writes, and
+//! deliver batch after batch, keeping the cursor in the store.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::batch::{Batch, Item};
+use super::cursor::{Cursor, Filter, key};
+use super::deliver::{Http, Sent, backoff};
+use super::{Format, ForwardError, SinkConfig, SinkStatus};
+use crate::log_database::labels::Labels;
+use crate::log_database::query::{Matcher, Query};
+use crate::log_database::{Database, WriteBatch, now_ns};
+use crate::shutdown::Shutdown;
+
+/// The running sinks: their figures and their threads.
+pub type Started = (Vec<Arc<SinkStatus>>, Vec<JoinHandle<()>>);
+
+/// Starts a thread per sink; they stop when `shutdown` fires (each
+/// abandoning the try in flight; what it has not delivered is read again
+/// from the store on the next start).
+pub fn start(
+    db: Arc<Database>,
+    sinks: Vec<SinkConfig>,
+    shutdown: Shutdown,
+) -> Result<Started, ForwardError> {
+    let mut statuses = Vec::new();
+    let mut threads = Vec::new();
+    for config in sinks {
+        let http = Http::new(config.endpoint.ca_file.as_deref())?;
+        let status = Arc::new(SinkStatus {
+            name: config.name.clone(),
+            ..SinkStatus::default()
+        });
+        statuses.push(status.clone());
+        let (db, shutdown) = (db.clone(), shutdown.clone());
+        let name = config.name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("forward-{name}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(error) => {
+                        tracing::error!(sink = config.name, %error, "Cannot start the sink's runtime; it forwards nothing.");
+                        return;
+                    }
+                };
+                let mut sink = Sink::new(db, config, status, shutdown, http, runtime);
+                sink.run();
+            })
+            .map_err(|e| ForwardError::Start(name, e))?;
+        threads.push(thread);
+    }
+    Ok((statuses, threads))
+}
+
+struct Sink {
+    db: Arc<Database>,
+    config: SinkConfig,
+    status: Arc<SinkStatus>,
+    shutdown: Shutdown,
+    http: Http,
+    runtime: tokio::runtime::Runtime,
+    cursor: Cursor,
+    batch: Batch,
+    /// When a rejected batch was last logged (at most one a minute).
+    last_reject_log: Option<std::time::Instant>,
+}
+
+impl Sink {
+    fn new(
+        db: Arc<Database>,
+        config: SinkConfig,
+        status: Arc<SinkStatus>,
+        shutdown: Shutdown,
+        http: Http,
+        runtime: tokio::runtime::Runtime,
+    ) -> Self {
+        let cursor = db
+            .checkpoints()
+            .get(&Cursor::checkpoint(&config.name))
+            .and_then(|bytes| Cursor::decode(bytes))
+            .unwrap_or_else(|| Cursor {
+                from: config.from,
+                ..Cursor::default()
+            });
+        status.from.store(cursor.from, Ordering::Relaxed);
+        Self {
+            db,
+            config,
+            status,
+            shutdown,
+            http,
+            runtime,
+            cursor,
+            batch: Batch::default(),
+            last_reject_log: None,
+        }
+    }
+
+    fn run(&mut self) {
+        while !self.shutdown.is_triggered() {
+            // Subscribe first: nothing written during the catch-up is missed
+            // (what it already read is told apart by the filter).
+            let mut live = self.db.subscribe();
+            self.status.caught_up.store(false, Ordering::Relaxed);
+            if !self.catch_up() || !self.deliver() {
+                return;
+            }
+            self.status.caught_up.store(true, Ordering::Relaxed);
+            if !self.follow(&mut live) {
+                return;
+            }
+        }
+    }
+
+    /// Reads every stream from its position. `false`: stopping.
+    fn catch_up(&mut self) -> bool {
+        let mut filter = Filter::default();
+        for labels in self.db.stream_labels() {
+            let k = key(&labels);
+            let selector: Vec<Matcher> = labels.iter().map(|(n, v)| Matcher::equal(n, v)).collect();
+            let query = Query {
+                start: self.cursor.start_of(k),
+                ..Query::new(selector)
+            };
+            let entries = match self.db.query(query) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(sink = self.config.name, stream = %labels, %error, "Cannot read a stream to forward; it is tried again on the next catch-up.");
+                    continue;
+                }
+            };
+            for entry in entries {
+                // The selector also matches streams with more labels.
+                if *entry.labels != *labels || !filter.is_new(&self.cursor, k, entry.timestamp) {
+                    continue;
+                }
+                self.push(&entry.labels, k, entry.timestamp, entry.level, entry.line);
+                if self.batch.bytes >= self.config.batch_bytes && !self.deliver() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Follows live writes until the sink falls behind them (`true`: catch
+    /// up again) or stops (`false`).
+    fn follow(
+        &mut self,
+        live: &mut tokio::sync::broadcast::Receiver<Arc<crate::log_database::Appended>>,
+    ) -> bool {
+        let mut filter = Filter::default();
+        loop {
+            let wait = match self.batch.since {
+                Some(since) => self.config.batch_wait.saturating_sub(since.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            let shutdown = self.shutdown.clone();
+            let event = self.runtime.block_on(async {
+                tokio::select! {
+                    received = live.recv() => Some(received),
+                    () = tokio::time::sleep(wait) => None,
+                    () = shutdown.wait() => Some(Err(RecvError::Closed)),
+                }
+            });
+            match event {
+                None => {
+                    if !self.deliver() {
+                        return false;
+                    }
+                }
+                Some(Ok(appended)) => {
+                    for (labels, entries) in &appended.streams {
+                        let k = key(labels);
+                        for i in 0..entries.len() {
+                            let ts = entries.timestamps[i];
+                            if filter.is_new(&self.cursor, k, ts) {
+                                self.push(
+                                    labels,
+                                    k,
+                                    ts,
+                                    entries.level(i),
+                                    entries.line(i).to_vec(),
+                                );
+                            }
+                        }
+                    }
+                    if self.batch.bytes >= self.config.batch_bytes && !self.deliver() {
+                        return false;
+                    }
+                }
+                Some(Err(RecvError::Lagged(_))) => {
+                    // Slower than the writes: read the rest from the store.
+                    return self.deliver();
+                }
+                Some(Err(RecvError::Closed)) => {
+                    self.deliver();
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn push(
+        &mut self,
+        labels: &Arc<Labels>,
+        k: u64,
+        ts: i64,
+        level: crate::log_database::level::Level,
+        line: Vec<u8>,
+    ) {
+        let item = Item {
+            ts,
+            observed: now_ns(),
+            level,
+            line,
+        };
+        self.batch.push(&self.cursor, labels, k, item);
+        self.status
+            .pending_entries
+            .store(self.batch.entries as u64, Ordering::Relaxed);
+    }
+
+    /// Delivers the batch, trying until it is taken or refused for good,
+    /// then moves the cursor past it. `false`: stopping (the batch stays
+    /// undelivered, to be read again on the next start).
+    fn deliver(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return !self.shutdown.is_triggered();
+        }
+        let (content_type, encoding, body) = match &self.config.format {
+            Format::Otlp { gzip } => {
+                let raw = super::otlp::encode(&self.batch);
+                if *gzip {
+                    ("application/x-protobuf", Some("gzip"), gzip_bytes(&raw))
+                } else {
+                    ("application/x-protobuf", None, raw)
+                }
+            }
+            Format::Loki(labels) => (
+                "application/x-protobuf",
+                None,
+                super::loki::encode(&self.batch, labels),
+            ),
+        };
+        let size = body.len() as u64;
+        let mut attempt = 0;
+        loop {
+            let shutdown = self.shutdown.clone();
+            let post = self
+                .http
+                .post(&self.config.endpoint, content_type, encoding, body.clone());
+            let sent = self.runtime.block_on(async {
+                tokio::select! {
+                    sent = post => Some(sent),
+                    () = shutdown.wait() => None,
+                }
+            });
+            let Some(sent) = sent else {
+                return false;
+            };
+            match sent {
+                Sent::Delivered(answer) => {
+                    let mut taken = self.batch.entries as u64;
+                    if matches!(self.config.format, Format::Otlp { .. })
+                        && let Some((refused, message)) = super::otlp::rejected(&answer)
+                    {
+                        let refused = refused.min(taken);
+                        taken -= refused;
+                        self.status
+                            .rejected_entries
+                            .fetch_add(refused, Ordering::Relaxed);
+                        self.log_reject(&format!("partial success: {message}"));
+                    }
+                    self.status.sent_entries.fetch_add(taken, Ordering::Relaxed);
+                    self.status.sent_bytes.fetch_add(size, Ordering::Relaxed);
+                    *self
+                        .status
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = None;
+                    break;
+                }
+                Sent::Rejected { message, .. } => {
+                    self.status
+                        .rejected_entries
+                        .fetch_add(self.batch.entries as u64, Ordering::Relaxed);
+                    self.log_reject(&message);
+                    *self
+                        .status
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(message);
+                    break;
+                }
+                Sent::Retry { after, error } => {
+                    attempt += 1;
+                    self.status.retries.fetch_add(1, Ordering::Relaxed);
+                    if attempt == 1 {
+                        tracing::warn!(sink = self.config.name, %error, "Cannot deliver; retrying with backoff (the store keeps the entries meanwhile).");
+                    }
+                    *self
+                        .status
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(error);
+                    let wait = after.unwrap_or_else(|| backoff(attempt));
+                    let shutdown = self.shutdown.clone();
+                    self.runtime.block_on(async {
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = shutdown.wait() => {}
+                        }
+                    });
+                    if self.shutdown.is_triggered() {
+                        return false;
+                    }
+                }
+            }
+        }
+        if let Some(newest) = self.batch.newest() {
+            self.status
+                .newest_delivered
+                .fetch_max(newest, Ordering::Relaxed);
+        }
+        self.batch.advance(&mut self.cursor);
+        self.batch = Batch::default();
+        self.status.pending_entries.store(0, Ordering::Relaxed);
+        self.save_cursor();
+        !self.shutdown.is_triggered()
+    }
+
+    /// Hands the cursor to the store: committed with its next flush.
+    fn save_cursor(&self) {
+        let batch = WriteBatch {
+            streams: Vec::new(),
+            checkpoints: vec![(
+                Cursor::checkpoint(&self.config.name),
+                Some(self.cursor.encode()),
+            )],
+        };
+        if let Err(error) = self.db.write(&batch) {
+            // The next batch saves it again; until then a restart re-sends.
+            tracing::debug!(
+                sink = self.config.name,
+                ?error,
+                "The cursor waits for the next batch."
+            );
+        }
+    }
+
+    fn log_reject(&mut self, message: &str) {
+        let quiet = self
+            .last_reject_log
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        if quiet {
+            return;
+        }
+        self.last_reject_log = Some(std::time::Instant::now());
+        let sample = self.batch.streams.first().and_then(|s| {
+            s.items.first().map(|i| {
+                (
+                    s.labels.to_string(),
+                    String::from_utf8_lossy(&i.line)
+                        .chars()
+                        .take(200)
+                        .collect::<String>(),
+                )
+            })
+        });
+        tracing::warn!(sink = self.config.name, entries = self.batch.entries, message, sample = ?sample, "The receiver refused a batch for good; it is dropped and counted (rejected_entries).");
+    }
+}
+
+fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = encoder.write_all(raw);
+    encoder.finish().unwrap_or_default()
+}
