@@ -410,3 +410,128 @@ fn faults_lose_nothing_but_what_the_receiver_refuses() {
     );
     assert!(daemon.terminate().success());
 }
+
+/// A sink over a store in this process (the library, as the daemon runs it).
+fn sink_over(
+    db: &Arc<monitoring_rs::log_database::Database>,
+    at: SocketAddr,
+    from: i64,
+    batch_bytes: usize,
+) -> (
+    Arc<monitoring_rs::forward::SinkStatus>,
+    monitoring_rs::shutdown::Shutdown,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    let stop = monitoring_rs::shutdown::Shutdown::new();
+    let config = monitoring_rs::forward::SinkConfig {
+        name: "otlp".into(),
+        format: monitoring_rs::forward::Format::Otlp { gzip: true },
+        endpoint: monitoring_rs::forward::Endpoint {
+            url: format!("http://{at}/v1/logs").parse().unwrap(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            ca_file: None,
+        },
+        batch_bytes,
+        batch_wait: Duration::from_millis(100),
+        from,
+    };
+    let (statuses, threads) =
+        monitoring_rs::forward::start(db.clone(), vec![config], stop.clone()).unwrap();
+    (statuses[0].clone(), stop, threads)
+}
+
+/// Entries `hours_ago` hours old, one stream per `name`.
+fn old_store(dir: &Path, hours_ago: i64) -> Arc<monitoring_rs::log_database::Database> {
+    use monitoring_rs::log_database::labels::Labels;
+    use monitoring_rs::log_database::{Config, Database, StreamEntries, WriteBatch};
+    let config = Config {
+        retention_period: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let db = Arc::new(Database::open(dir, config).unwrap().0);
+    let start = monitoring_rs::log_database::now_ns() - hours_ago * 3_600_000_000_000;
+    for name in ["a.log", "b.log"] {
+        db.write(&WriteBatch {
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", format!("/var/log/{name}"))]),
+                (0..50).map(|i| {
+                    (
+                        start + i * 1_000_000,
+                        format!("level=info seq={i}").into_bytes(),
+                    )
+                }),
+            )],
+            checkpoints: vec![],
+        })
+        .unwrap();
+    }
+    db.flush().unwrap();
+    db
+}
+
+#[test]
+fn forward_from_back_fills_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = old_store(dir.path(), 2);
+    let ip = Ipv4Addr::new(127, 0, 0, 32);
+    let (otlp, at, _t) = receiver(ip, true);
+    // From now: the old entries stay home.
+    let (status, stop, threads) =
+        sink_over(&db, at, monitoring_rs::log_database::now_ns(), 64 << 10);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(otlp.lines().is_empty());
+    stop.trigger();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    drop(status);
+    // A new sink from three hours back sends both streams whole, in order.
+    let (otlp, at, _t) = receiver(ip, true);
+    let dir = tempfile::tempdir().unwrap();
+    let db = old_store(dir.path(), 2);
+    let from = monitoring_rs::log_database::now_ns() - 3 * 3_600_000_000_000;
+    let (status, stop, threads) = sink_over(&db, at, from, 64 << 10);
+    wait_for("the back-fill", 20, || otlp.lines().len() >= 100);
+    assert_eq!(seqs(&otlp.lines(), "a.log"), (0..50).collect::<Vec<_>>());
+    assert_eq!(seqs(&otlp.lines(), "b.log"), (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        status
+            .sent_entries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        100
+    );
+    stop.trigger();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}
+
+#[test]
+fn entries_retention_deletes_before_they_are_sent_are_counted_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = old_store(dir.path(), 2);
+    let ip = Ipv4Addr::new(127, 0, 0, 33);
+    let (otlp, at, _t) = receiver(ip, true);
+    // The receiver is down for good: nothing of the old hour goes out.
+    otlp.script(&[Answer::Status(503); 1000]);
+    let from = monitoring_rs::log_database::now_ns() - 3 * 3_600_000_000_000;
+    // Small batches: one is in hand, retried; the rest is still unread.
+    let (status, stop, threads) = sink_over(&db, at, from, 200);
+    wait_for("a try", 10, || !otlp.requests().is_empty());
+    // Retention (one hour) deletes the two-hour-old partition.
+    assert_eq!(db.enforce_retention().unwrap(), 1);
+    let held = status
+        .pending_entries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(held > 0 && held < 100, "{held}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lost = status
+            .lost_entries
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if lost == 100 - held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lost {lost}, held {held}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.trigger();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}

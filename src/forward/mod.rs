@@ -81,6 +81,9 @@ pub struct SinkStatus {
     pub retries: AtomicU64,
     /// Entries the receiver refused for good (dropped).
     pub rejected_entries: AtomicU64,
+    /// Entries retention deleted before the sink sent them (estimated for
+    /// a block the sink had partly sent).
+    pub lost_entries: AtomicU64,
     /// The newest entry time delivered, ns (0: none yet).
     pub newest_delivered: AtomicI64,
     /// Entries read from the store and not delivered yet.
@@ -121,6 +124,7 @@ impl SinkStatus {
             "sent_bytes": load(&self.sent_bytes),
             "retries": load(&self.retries),
             "rejected_entries": load(&self.rejected_entries),
+            "lost_entries": load(&self.lost_entries),
             "pending_entries": load(&self.pending_entries),
             "lag_seconds": self.lag_seconds(newest_stored),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),

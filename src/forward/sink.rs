@@ -12,6 +12,7 @@ use super::batch::{Batch, Item};
 use super::cursor::{Cursor, Filter, key};
 use super::deliver::{Http, Sent, backoff};
 use super::{Format, ForwardError, SinkConfig, SinkStatus};
+use crate::log_database::Deleted;
 use crate::log_database::labels::Labels;
 use crate::log_database::query::{Matcher, Query};
 use crate::log_database::{Database, WriteBatch, now_ns};
@@ -72,6 +73,8 @@ struct Sink {
     batch: Batch,
     /// When a rejected batch was last logged (at most one a minute).
     last_reject_log: Option<std::time::Instant>,
+    /// What retention deletes.
+    deleted: std::sync::mpsc::Receiver<Arc<Vec<Deleted>>>,
 }
 
 impl Sink {
@@ -92,7 +95,9 @@ impl Sink {
                 ..Cursor::default()
             });
         status.from.store(cursor.from, Ordering::Relaxed);
+        let deleted = db.watch_retention();
         Self {
+            deleted,
             db,
             config,
             status,
@@ -121,8 +126,47 @@ impl Sink {
         }
     }
 
+    /// Counts what retention deleted before this sink sent it.
+    fn count_losses(&mut self) {
+        while let Ok(deleted) = self.deleted.try_recv() {
+            let mut lost = 0u64;
+            for block in deleted.iter() {
+                let k = key(&block.labels);
+                // Read into the batch in hand is not lost: it goes out yet.
+                let sent_to = match self.batch.streams.iter().find(|s| s.key == k) {
+                    Some(held) => held.position.ts,
+                    None => self
+                        .cursor
+                        .streams
+                        .get(&k)
+                        .map_or(self.cursor.from - 1, |p| p.ts),
+                };
+                if block.max_ts <= sent_to {
+                    continue;
+                }
+                lost += if block.min_ts > sent_to {
+                    u64::from(block.count)
+                } else {
+                    // Partly sent: the entries after it, as if evenly spread.
+                    let span = (block.max_ts - block.min_ts).max(1) as f64;
+                    let after = (block.max_ts - sent_to) as f64 / span;
+                    (f64::from(block.count.saturating_sub(1)) * after).round() as u64
+                };
+            }
+            if lost > 0 {
+                self.status.lost_entries.fetch_add(lost, Ordering::Relaxed);
+                tracing::warn!(
+                    sink = self.config.name,
+                    lost,
+                    "Retention deleted entries this sink had not sent yet (it lagged past --retention-period or --retention-size); counted in lost_entries."
+                );
+            }
+        }
+    }
+
     /// Reads every stream from its position. `false`: stopping.
     fn catch_up(&mut self) -> bool {
+        self.count_losses();
         let mut filter = Filter::default();
         for labels in self.db.stream_labels() {
             let k = key(&labels);
@@ -172,6 +216,7 @@ impl Sink {
                     () = shutdown.wait() => Some(Err(RecvError::Closed)),
                 }
             });
+            self.count_losses();
             match event {
                 None => {
                     if !self.deliver() {
@@ -313,6 +358,7 @@ impl Sink {
                         .last_error
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = Some(error);
+                    self.count_losses();
                     let wait = after.unwrap_or_else(|| backoff(attempt));
                     let shutdown = self.shutdown.clone();
                     self.runtime.block_on(async {

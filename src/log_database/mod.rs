@@ -48,6 +48,7 @@ pub use self::manifest::ReadReport;
 pub use self::range::TimeRange;
 pub use self::read::{QueryEntry, QueryIter};
 pub use self::recovery::RecoveryReport;
+pub use self::retention::Deleted;
 
 use self::flush::Writer;
 use self::index::Index;
@@ -190,6 +191,9 @@ pub struct Database {
     _lock: File,
     /// Entries as they are written, for live tails.
     appended: tokio::sync::broadcast::Sender<Arc<Appended>>,
+    /// Who is told what retention deletes (sinks count what they lose).
+    retention_watchers:
+        std::sync::Mutex<Vec<std::sync::mpsc::Sender<Arc<Vec<retention::Deleted>>>>>,
     /// Wakes the maintenance thread after a write.
     maintenance: maintenance::Signal,
 }
@@ -243,6 +247,7 @@ impl Database {
             dropped: AtomicU64::new(0),
             _lock: lock,
             appended: tokio::sync::broadcast::channel(TAIL_BUFFER).0,
+            retention_watchers: std::sync::Mutex::default(),
             maintenance: maintenance::Signal::default(),
         };
         // Start from one clean snapshot: replays stay short, damage is gone.

@@ -10,7 +10,31 @@ use super::flush::NS_PER_HOUR;
 use super::manifest::Record;
 use super::{Database, StoreError, io_err, now_ns};
 
+/// What retention deleted of one stream: one block's time bounds and
+/// entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    /// The stream.
+    pub labels: std::sync::Arc<super::labels::Labels>,
+    /// Its oldest entry, ns.
+    pub min_ts: i64,
+    /// Its newest entry, ns.
+    pub max_ts: i64,
+    /// Its entries.
+    pub count: u32,
+}
+
 impl Database {
+    /// Tells the caller, from now on, what each retention run deletes.
+    pub fn watch_retention(&self) -> std::sync::mpsc::Receiver<std::sync::Arc<Vec<Deleted>>> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.retention_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sender);
+        receiver
+    }
+
     /// Deletes whole partitions older than the retention period, then the
     /// oldest while the store is over its size budget. Returns how many.
     pub fn enforce_retention(&self) -> Result<usize, StoreError> {
@@ -72,7 +96,16 @@ impl Database {
         let mut inner = self.write_inner();
         let gone: BTreeSet<u32> = drop.iter().copied().collect();
         let mut empty = Vec::new();
+        let mut deleted = Vec::new();
         for (id, stream) in inner.index.streams.iter_mut() {
+            for block in stream.blocks.iter().filter(|b| gone.contains(&b.partition)) {
+                deleted.push(Deleted {
+                    labels: stream.labels.clone(),
+                    min_ts: block.min_ts,
+                    max_ts: block.max_ts,
+                    count: block.count,
+                });
+            }
             stream.blocks.retain(|b| !gone.contains(&b.partition));
             if stream.blocks.is_empty() && stream.head.is_empty() && stream.flushing.is_none() {
                 empty.push(*id);
@@ -81,6 +114,13 @@ impl Database {
         for id in empty {
             inner.index.remove_stream(id);
         }
+        // Watchers are told after the state is unlocked.
+        std::mem::drop(inner);
+        let deleted = std::sync::Arc::new(deleted);
+        self.retention_watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|watcher| watcher.send(deleted.clone()).is_ok());
         self.dropped.fetch_add(drop.len() as u64, Ordering::Relaxed);
         tracing::info!(partitions = ?drop, "Retention deleted old partitions.");
         Ok(drop.len())
