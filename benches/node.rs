@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -498,6 +499,103 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
     chart(&timeline, &out.join("busy.svg"));
 }
 
+/// Counts the entries a sink delivers (decoded with the official types).
+fn counting_receiver() -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    use prost::Message;
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (otlp, loki) = (count.clone(), count.clone());
+    let app = axum::Router::new()
+        .route(
+            "/v1/logs",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
+                    out
+                } else {
+                    body.to_vec()
+                };
+                let request = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(raw.as_slice()).unwrap();
+                let n: usize = request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+                otlp.fetch_add(n as u64, Ordering::Relaxed);
+                axum::http::StatusCode::OK
+            }),
+        )
+        .route(
+            "/loki/api/v1/push",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+                let request = monitoring_rs::forward::loki::proto::PushRequest::decode(raw.as_slice()).unwrap();
+                let n: usize = request.streams.iter().map(|s| s.entries.len()).sum();
+                loki.fetch_add(n as u64, Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        );
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    (address, count)
+}
+
+/// The busy node's load with no sink, one sink (OTLP) and both: CPU per
+/// million lines, and every line delivered to each sink.
+fn forward(report: &mut BTreeMap<&'static str, Value>) {
+    let (seconds, rate, pods) = if smoke() {
+        (3.0, 5_000.0, 20)
+    } else {
+        (30.0, 50_000.0, 100)
+    };
+    let mut rows = Vec::new();
+    for sinks in 0..3usize {
+        let mut cluster = Cluster::new();
+        let mut slots: Vec<Slot> = (0..pods).flat_map(|_| cluster.pod(5)).collect();
+        let (at, delivered) = counting_receiver();
+        let mut command = DaemonCommand::new(env!("CARGO_BIN_EXE_monitoring-rs"))
+            .kubernetes(&cluster.node, &cluster.kubeconfig, &cluster.data)
+            .args(["--auth", "none"]);
+        if sinks >= 1 {
+            command = command.args([format!("--otlp-endpoint=http://{at}")]);
+        }
+        if sinks >= 2 {
+            command = command.args([format!("--loki-push-url=http://{at}/loki/api/v1/push")]);
+        }
+        let daemon = command.log("error").quiet().start();
+        std::thread::sleep(Duration::from_secs(2));
+        let (cpu0, _, _, _) = sample(daemon.pid());
+        let mut rng = Rng(21);
+        let written = drive(&mut slots, rate, seconds, &mut rng, |_, _| {});
+        let (cpu1, _, rss, _) = sample(daemon.pid());
+        // Every line reaches every sink.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while delivered.load(Ordering::Relaxed) < written * sinks as u64 {
+            assert!(
+                Instant::now() < deadline,
+                "{sinks} sinks: delivered {} of {}",
+                delivered.load(Ordering::Relaxed),
+                written * sinks as u64
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        daemon.terminate();
+        rows.push(json!({
+            "sinks": sinks, "lines": written,
+            "cpu_seconds_per_million_lines": (cpu1 - cpu0) / (written as f64 / 1e6),
+            "rss_mib": rss, "delivered": delivered.load(Ordering::Relaxed),
+        }));
+    }
+    report.insert("forward", json!(rows));
+}
+
 fn catch_up(report: &mut BTreeMap<&'static str, Value>, metadata: Metadata) {
     let bytes_target: u64 = if smoke() { 16 << 20 } else { 1 << 30 };
     let mut cluster = Cluster::new();
@@ -601,6 +699,9 @@ fn main() {
     if run("busy") {
         busy(&mut report, &out);
     }
+    if run("forward") {
+        forward(&mut report);
+    }
     if run("catch-up") {
         catch_up(&mut report, Metadata::Available);
     }
@@ -619,6 +720,7 @@ fn main() {
     let c = report.get("catch_up").unwrap_or(&none);
     let cu = report.get("catch_up_api_unreachable").unwrap_or(&none);
     let ck = report.get("catch_up_pods_unknown").unwrap_or(&none);
+    let fw = report.get("forward").unwrap_or(&none);
     let mut table = std::io::stdout().lock();
     let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
     let _ = writeln!(
@@ -695,6 +797,17 @@ fn main() {
             "ingestion lag max (s)",
             f(&l["ingest_lag_seconds_max"]),
             "unaffected",
+        ),
+        (
+            "forwarding",
+            "CPU-s per M lines: 0 / 1 / 2 sinks",
+            format!(
+                "{} / {} / {}",
+                f(&fw[0]["cpu_seconds_per_million_lines"]),
+                f(&fw[1]["cpu_seconds_per_million_lines"]),
+                f(&fw[2]["cpu_seconds_per_million_lines"])
+            ),
+            "small fraction",
         ),
         ("catch-up", "MB/s", f(&c["mb_per_second"]), ">= 200"),
         (
