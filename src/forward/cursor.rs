@@ -14,9 +14,17 @@ use crate::log_database::labels::Labels;
 /// stream instead of the labels themselves).
 pub type StreamKey = u64;
 
-/// The key of `labels`.
+/// The key of `labels` (hashed as they are: no string is built, it runs
+/// once per stream of every write).
 pub fn key(labels: &Labels) -> StreamKey {
-    xxhash_rust::xxh3::xxh3_64(labels.to_string().as_bytes())
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (name, value) in labels.iter() {
+        hasher.update(name.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(value.as_bytes());
+        hasher.update(b"\0");
+    }
+    hasher.digest()
 }
 
 /// Where a stream stands: the last delivered entry's time and how many

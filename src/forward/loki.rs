@@ -70,12 +70,12 @@ impl LokiLabels {
     }
 }
 
-/// `batch` as a `PushRequest`.
-pub fn request(batch: &Batch, labels: &LokiLabels) -> proto::PushRequest {
+/// `batch` as a `PushRequest` (its lines move into it).
+pub fn request(batch: &mut Batch, labels: &LokiLabels) -> proto::PushRequest {
     proto::PushRequest {
         streams: batch
             .streams
-            .iter()
+            .iter_mut()
             .map(|stream| {
                 let (stream_labels, metadata) = labels.split(&stream.labels);
                 proto::StreamAdapter {
@@ -83,13 +83,16 @@ pub fn request(batch: &Batch, labels: &LokiLabels) -> proto::PushRequest {
                     labels: stream_labels.to_string(),
                     entries: stream
                         .items
-                        .iter()
+                        .iter_mut()
                         .map(|item| proto::EntryAdapter {
                             timestamp: Some(prost_types::Timestamp {
                                 seconds: item.ts.div_euclid(1_000_000_000),
                                 nanos: item.ts.rem_euclid(1_000_000_000) as i32,
                             }),
-                            line: String::from_utf8_lossy(&item.line).into_owned(),
+                            line: match String::from_utf8(std::mem::take(&mut item.line)) {
+                                Ok(line) => line,
+                                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                            },
                             structured_metadata: metadata.clone(),
                             parsed: Vec::new(),
                         })
@@ -102,8 +105,8 @@ pub fn request(batch: &Batch, labels: &LokiLabels) -> proto::PushRequest {
     }
 }
 
-/// The snappy-compressed protobuf body of `batch`.
-pub fn encode(batch: &Batch, labels: &LokiLabels) -> Vec<u8> {
+/// The snappy-compressed protobuf body of `batch` (its lines move into it).
+pub fn encode(batch: &mut Batch, labels: &LokiLabels) -> Vec<u8> {
     let raw = request(batch, labels).encode_to_vec();
     snap::raw::Encoder::new()
         .compress_vec(&raw)

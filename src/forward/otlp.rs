@@ -78,7 +78,8 @@ fn severity(level: Level) -> (SeverityNumber, &'static str) {
 }
 
 /// `batch` as an `ExportLogsServiceRequest`: one resource per stream.
-pub fn request(batch: &Batch) -> ExportLogsServiceRequest {
+/// The lines move into the request (the batch keeps its positions).
+pub fn request(batch: &mut Batch) -> ExportLogsServiceRequest {
     let scope = InstrumentationScope {
         name: "monitoring-rs".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -87,7 +88,7 @@ pub fn request(batch: &Batch) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: batch
             .streams
-            .iter()
+            .iter_mut()
             .map(|stream| {
                 let (resource, log) = attributes(&stream.labels);
                 ResourceLogs {
@@ -99,12 +100,13 @@ pub fn request(batch: &Batch) -> ExportLogsServiceRequest {
                         scope: Some(scope.clone()),
                         log_records: stream
                             .items
-                            .iter()
+                            .iter_mut()
                             .map(|item| {
                                 let (number, text) = severity(item.level);
-                                let body = match std::str::from_utf8(&item.line) {
-                                    Ok(s) => any_value::Value::StringValue(s.to_owned()),
-                                    Err(_) => any_value::Value::BytesValue(item.line.clone()),
+                                let line = std::mem::take(&mut item.line);
+                                let body = match String::from_utf8(line) {
+                                    Ok(s) => any_value::Value::StringValue(s),
+                                    Err(e) => any_value::Value::BytesValue(e.into_bytes()),
                                 };
                                 LogRecord {
                                     time_unix_nano: item.ts.max(0) as u64,
@@ -126,8 +128,8 @@ pub fn request(batch: &Batch) -> ExportLogsServiceRequest {
     }
 }
 
-/// The protobuf body of `batch`.
-pub fn encode(batch: &Batch) -> Vec<u8> {
+/// The protobuf body of `batch` (its lines move into it).
+pub fn encode(batch: &mut Batch) -> Vec<u8> {
     request(batch).encode_to_vec()
 }
 

@@ -153,6 +153,11 @@ impl Sink {
                     (f64::from(block.count.saturating_sub(1)) * after).round() as u64
                 };
             }
+            // Streams retention removed whole leave the cursor too, so it
+            // stays as large as the store's stream list, not its history.
+            let live: std::collections::HashSet<u64> =
+                self.db.stream_labels().iter().map(|l| key(l)).collect();
+            self.cursor.streams.retain(|k, _| live.contains(k));
             if lost > 0 {
                 self.status.lost_entries.fetch_add(lost, Ordering::Relaxed);
                 tracing::warn!(
@@ -282,9 +287,11 @@ impl Sink {
         if self.batch.is_empty() {
             return !self.shutdown.is_triggered();
         }
+        // Taken before encoding moves the lines out.
+        let sample = self.sample();
         let (content_type, encoding, body) = match &self.config.format {
             Format::Otlp { gzip } => {
-                let raw = super::otlp::encode(&self.batch);
+                let raw = super::otlp::encode(&mut self.batch);
                 if *gzip {
                     ("application/x-protobuf", Some("gzip"), gzip_bytes(&raw))
                 } else {
@@ -294,7 +301,7 @@ impl Sink {
             Format::Loki(labels) => (
                 "application/x-protobuf",
                 None,
-                super::loki::encode(&self.batch, labels),
+                super::loki::encode(&mut self.batch, labels),
             ),
         };
         let size = body.len() as u64;
@@ -324,7 +331,7 @@ impl Sink {
                         self.status
                             .rejected_entries
                             .fetch_add(refused, Ordering::Relaxed);
-                        self.log_reject(&format!("partial success: {message}"));
+                        self.log_reject(&format!("partial success: {message}"), &sample);
                     }
                     self.status.sent_entries.fetch_add(taken, Ordering::Relaxed);
                     self.status.sent_bytes.fetch_add(size, Ordering::Relaxed);
@@ -339,7 +346,7 @@ impl Sink {
                     self.status
                         .rejected_entries
                         .fetch_add(self.batch.entries as u64, Ordering::Relaxed);
-                    self.log_reject(&message);
+                    self.log_reject(&message, &sample);
                     *self
                         .status
                         .last_error
@@ -404,15 +411,9 @@ impl Sink {
         }
     }
 
-    fn log_reject(&mut self, message: &str) {
-        let quiet = self
-            .last_reject_log
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
-        if quiet {
-            return;
-        }
-        self.last_reject_log = Some(std::time::Instant::now());
-        let sample = self.batch.streams.first().and_then(|s| {
+    /// The batch's first line and its stream, for a log message.
+    fn sample(&self) -> Option<(String, String)> {
+        self.batch.streams.first().and_then(|s| {
             s.items.first().map(|i| {
                 (
                     s.labels.to_string(),
@@ -422,7 +423,17 @@ impl Sink {
                         .collect::<String>(),
                 )
             })
-        });
+        })
+    }
+
+    fn log_reject(&mut self, message: &str, sample: &Option<(String, String)>) {
+        let quiet = self
+            .last_reject_log
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        if quiet {
+            return;
+        }
+        self.last_reject_log = Some(std::time::Instant::now());
         tracing::warn!(sink = self.config.name, entries = self.batch.entries, message, sample = ?sample, "The receiver refused a batch for good; it is dropped and counted (rejected_entries).");
     }
 }
