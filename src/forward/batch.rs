@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::cursor::{Cursor, Position, StreamKey, key};
+use super::cursor::{Cursor, Position, StreamKey};
 use crate::log_database::labels::Labels;
 use crate::log_database::level::Level;
 
@@ -91,9 +91,4 @@ impl Batch {
             .filter_map(|s| s.items.last().map(|i| i.ts))
             .max()
     }
-}
-
-/// The key of `labels`, for callers that have no key yet.
-pub fn stream_key(labels: &Labels) -> StreamKey {
-    key(labels)
 }
