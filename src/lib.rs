@@ -16,5 +16,6 @@ pub mod log_collector;
 pub mod log_database;
 pub mod logql;
 pub mod memory;
+pub mod outbound;
 pub mod shutdown;
 pub mod watcher;

@@ -66,6 +66,19 @@ impl Frames {
     }
 }
 
+/// A peer's follow answer as frames, once its first (the backfill) came
+/// within the peer timeout.
+async fn first_frame(state: &AppState, response: Streaming) -> Option<(Frames, Vec<Row>)> {
+    let mut frames = Frames {
+        body: response.into_body(),
+        buffer: Vec::new(),
+    };
+    match tokio::time::timeout(state.peer_client.timeout(), frames.next()).await {
+        Ok(Some(rows)) => Some((frames, rows)),
+        _ => None,
+    }
+}
+
 /// The peers' part of a follow: their backfills, and their live batches.
 pub struct PeerFeed {
     /// Each peer's backfill (what it had when asked).
@@ -154,15 +167,10 @@ async fn supervise(
                 }
                 Err(_) => continue,
             };
-            let mut frames = Frames {
-                body: response.into_body(),
-                buffer: Vec::new(),
-            };
             // The (empty) backfill first.
-            let first = tokio::time::timeout(state.peer_client.timeout(), frames.next()).await;
-            if !matches!(first, Ok(Some(_))) {
+            let Some((frames, _)) = first_frame(&state, response).await else {
                 continue;
-            }
+            };
             tracing::debug!(peer = %peer.address, "Following a peer again.");
             lock(&followed).active.insert(peer.address);
             tokio::spawn(forward(
@@ -211,22 +219,15 @@ pub async fn follow_peers(
                 continue;
             }
         };
-        let mut frames = Frames {
-            body: response.into_body(),
-            buffer: Vec::new(),
+        let Some((frames, backfill)) = first_frame(state, response).await else {
+            feed.missing.push(Missing {
+                peer: peer.address,
+                node: peer.node.clone(),
+                reason: "sent no backfill".into(),
+            });
+            continue;
         };
-        let first = tokio::time::timeout(state.peer_client.timeout(), frames.next()).await;
-        match first {
-            Ok(Some(rows)) => feed.backfill.push(rows),
-            _ => {
-                feed.missing.push(Missing {
-                    peer: peer.address,
-                    node: peer.node.clone(),
-                    reason: "sent no backfill".into(),
-                });
-                continue;
-            }
-        }
+        feed.backfill.push(backfill);
         lock(&followed).active.insert(peer.address);
         tokio::spawn(forward(
             frames,

@@ -16,11 +16,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls_pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 
 use super::Peer;
+use crate::outbound::{describe, roots_from};
 
 /// The header that marks a request from another daemon: answer for this
 /// node alone, in the peer form (postcard), not in Loki's JSON.
@@ -417,18 +417,6 @@ async fn read_capped(response: Streaming, budget: &AtomicUsize) -> Result<Vec<u8
     Ok(out)
 }
 
-/// An error with its causes (the top level says little).
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// No peer is asked over HTTPS: a configuration that trusts nothing
 /// (the connector wants one all the same).
 fn plain_rustls_config() -> Result<rustls::ClientConfig, ClusterError> {
@@ -442,26 +430,11 @@ fn plain_rustls_config() -> Result<rustls::ClientConfig, ClusterError> {
 
 /// TLS to peers: their chain must lead to the CA in `--peer-ca-file`.
 fn rustls_config(tls: &PeerTls) -> Result<rustls::ClientConfig, ClusterError> {
-    let setup = |what: String| ClusterError::Setup(what);
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&tls.ca_file)
-        .map_err(|e| setup(format!("cannot read {}: {e}", tls.ca_file.display())))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| setup(format!("{}: {e}", tls.ca_file.display())))?;
-        roots
-            .add(cert)
-            .map_err(|e| setup(format!("{}: {e}", tls.ca_file.display())))?;
-    }
-    if roots.is_empty() {
-        return Err(setup(format!(
-            "{} holds no CA certificate; check --peer-ca-file",
-            tls.ca_file.display()
-        )));
-    }
+    let roots = roots_from(&tls.ca_file).map_err(ClusterError::Setup)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| setup(e.to_string()))?
+        .map_err(|e| ClusterError::Setup(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }

@@ -16,10 +16,9 @@ use hyper_rustls::ConfigBuilderExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use super::ForwardError;
+use crate::outbound::{describe, roots_from};
 
 /// Where and how a sink posts.
 #[derive(Clone, Debug)]
@@ -69,17 +68,7 @@ impl Http {
             .map_err(|e| ForwardError::Tls(e.to_string()))?;
         let config = match ca_file {
             Some(path) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| ForwardError::Tls(format!("{}: {e}", path.display())))?;
-                for cert in certs {
-                    let cert =
-                        cert.map_err(|e| ForwardError::Tls(format!("{}: {e}", path.display())))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| ForwardError::Tls(format!("{}: {e}", path.display())))?;
-                }
-                builder.with_root_certificates(roots)
+                builder.with_root_certificates(roots_from(path).map_err(ForwardError::Tls)?)
             }
             None => builder
                 .with_native_roots()
@@ -203,17 +192,6 @@ pub fn backoff(attempt: u32) -> Duration {
         .unwrap_or(0) as u64
         % 401;
     Duration::from_millis(base * (800 + noise) / 1000)
-}
-
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
