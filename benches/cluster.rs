@@ -22,7 +22,6 @@ use testkit::api_server::FakeApiServer;
 use testkit::daemon::{Daemon, DaemonCommand};
 use testkit::kubelet::{Container, Node};
 use testkit::messages::{Rng, message};
-use testkit::slices::Member;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
@@ -188,11 +187,9 @@ fn main() {
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();
     let daemons_at: Vec<(IpAddr, &str)> = (0..3).map(|i| (ip(i), NODES[i])).collect();
-    let ips: Vec<IpAddr> = daemons_at.iter().map(|d| d.0).collect();
-    let port = testkit::daemon::free_port_on_all(&ips);
-    let members = Member::all_ready(&daemons_at);
-    api.slices()
-        .set("monitoring-rs", "monitoring-rs", port, &members);
+    let port = api
+        .slices()
+        .daemon_set("monitoring-rs", "monitoring-rs", &daemons_at);
     let mut slots = Vec::new();
     let mut nodes = Vec::new();
     let mut pods = Vec::new();

@@ -1,11 +1,22 @@
 //! What every HTTP request this daemon makes needs (to peers, to a sink's
-//! receiver): TLS trust from a PEM CA file, and errors told with their
-//! causes.
+//! receiver): a TLS client on ring, trust from a PEM CA file, and errors
+//! told with their causes.
 
 use std::path::Path;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+
+/// A TLS client configuration on ring (the process installs no default
+/// crypto provider), waiting for its trust anchors.
+pub fn tls_client()
+-> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, String> {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())
+}
 
 /// The certificates of the PEM file `path` as trust anchors; the error
 /// says which file and why.

@@ -18,7 +18,6 @@ use monitoring_rs::shutdown::Shutdown;
 use serde_json::Value;
 use testkit::api_server::FakeApiServer;
 use testkit::daemon::{Daemon, DaemonCommand};
-use testkit::slices::Member;
 
 /// The nodes' names.
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -71,11 +70,9 @@ impl Cluster {
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
         let daemons: Vec<(IpAddr, &str)> = (0..3).map(|i| (ip(first, i), NODES[i])).collect();
-        let ips: Vec<IpAddr> = daemons.iter().map(|d| d.0).collect();
-        let port = testkit::daemon::free_port_on_all(&ips);
-        let members = Member::all_ready(&daemons);
-        api.slices()
-            .set("monitoring-rs", "monitoring-rs", port, &members);
+        let port = api
+            .slices()
+            .daemon_set("monitoring-rs", "monitoring-rs", &daemons);
         let mut cluster = Self {
             _dir: dir,
             _api: api,

@@ -20,7 +20,6 @@ use testkit::api_server::FakeApiServer;
 use testkit::daemon::{Daemon, DaemonCommand};
 use testkit::kubelet::Node;
 use testkit::reviews::Grant;
-use testkit::slices::Member;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const SERVICE_NAME: &str = "monitoring-rs.monitoring-rs.svc";
@@ -113,11 +112,9 @@ fn tokens_travel_and_peers_speak_verified_tls() {
     reviews.grant("group:admins", Grant::Cluster);
     reviews.grant("group:team-a", Grant::Namespace("a".into()));
     let daemons_at: Vec<(IpAddr, &str)> = (0..3).map(|i| (ip(i), NODES[i])).collect();
-    let ips: Vec<IpAddr> = daemons_at.iter().map(|d| d.0).collect();
-    let port = testkit::daemon::free_port_on_all(&ips);
-    let members = Member::all_ready(&daemons_at);
-    api.slices()
-        .set("monitoring-rs", "monitoring-rs", port, &members);
+    let port = api
+        .slices()
+        .daemon_set("monitoring-rs", "monitoring-rs", &daemons_at);
     let mut daemons: Vec<Daemon> = Vec::new();
     for (i, name) in NODES.iter().enumerate() {
         let node = Node::new(&dir.path().join(name)).unwrap();

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 
 use super::Peer;
-use crate::outbound::{describe, roots_from};
+use crate::outbound::{describe, roots_from, tls_client};
 
 /// The header that marks a request from another daemon: answer for this
 /// node alone, in the peer form (postcard), not in Loki's JSON.
@@ -420,10 +419,8 @@ async fn read_capped(response: Streaming, budget: &AtomicUsize) -> Result<Vec<u8
 /// No peer is asked over HTTPS: a configuration that trusts nothing
 /// (the connector wants one all the same).
 fn plain_rustls_config() -> Result<rustls::ClientConfig, ClusterError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClusterError::Setup(e.to_string()))?
+    Ok(tls_client()
+        .map_err(ClusterError::Setup)?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth())
 }
@@ -431,10 +428,8 @@ fn plain_rustls_config() -> Result<rustls::ClientConfig, ClusterError> {
 /// TLS to peers: their chain must lead to the CA in `--peer-ca-file`.
 fn rustls_config(tls: &PeerTls) -> Result<rustls::ClientConfig, ClusterError> {
     let roots = roots_from(&tls.ca_file).map_err(ClusterError::Setup)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClusterError::Setup(e.to_string()))?
+    Ok(tls_client()
+        .map_err(ClusterError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }

@@ -5,7 +5,6 @@
 //! cluster's nodes do not retry in step.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -18,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::ForwardError;
-use crate::outbound::{describe, roots_from};
+use crate::outbound::{describe, roots_from, tls_client};
 
 /// Where and how a sink posts.
 #[derive(Clone, Debug)]
@@ -62,10 +61,7 @@ pub struct Http {
 impl Http {
     /// A client trusting `ca_file`, or the system's roots.
     pub fn new(ca_file: Option<&Path>) -> Result<Self, ForwardError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ForwardError::Tls(e.to_string()))?;
+        let builder = tls_client().map_err(ForwardError::Tls)?;
         let config = match ca_file {
             Some(path) => {
                 builder.with_root_certificates(roots_from(path).map_err(ForwardError::Tls)?)

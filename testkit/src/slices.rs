@@ -25,20 +25,6 @@ pub struct Member {
     pub ready: bool,
 }
 
-impl Member {
-    /// A ready daemon per `(address, node)`: a DaemonSet all up.
-    pub fn all_ready(daemons: &[(std::net::IpAddr, &str)]) -> Vec<Self> {
-        daemons
-            .iter()
-            .map(|(address, node)| Self {
-                address: address.to_string(),
-                node: (*node).to_owned(),
-                ready: true,
-            })
-            .collect()
-    }
-}
-
 #[derive(Clone)]
 struct Change {
     version: u64,
@@ -83,6 +69,29 @@ fn selected(slice: &EndpointSlice, namespace: &str, service: Option<&str>) -> bo
 }
 
 impl Slices {
+    /// A DaemonSet all up: one ready endpoint per `(address, node)`, on a
+    /// port free on every address (a slice names one port for all), which
+    /// is returned for the daemons to listen on.
+    pub fn daemon_set(
+        &self,
+        namespace: &str,
+        service: &str,
+        daemons: &[(std::net::IpAddr, &str)],
+    ) -> u16 {
+        let ips: Vec<std::net::IpAddr> = daemons.iter().map(|d| d.0).collect();
+        let port = crate::daemon::free_port_on_all(&ips);
+        let members: Vec<Member> = daemons
+            .iter()
+            .map(|(address, node)| Member {
+                address: address.to_string(),
+                node: (*node).to_owned(),
+                ready: true,
+            })
+            .collect();
+        self.set(namespace, service, port, &members);
+        port
+    }
+
     /// Sets the one slice of `service` in `namespace` to `members` on `port`.
     pub fn set(&self, namespace: &str, service: &str, port: u16, members: &[Member]) {
         let mut slice = EndpointSlice {
