@@ -190,7 +190,9 @@ struct Args {
     #[arg(long, env = "FORWARD_FROM", default_value = "now")]
     forward_from: String,
 
-    /// A batch is sent once its lines reach this size (e.g. 1MiB)…
+    /// A batch is sent once its lines, plus 48 bytes an entry (about what
+    /// an entry adds to a request besides its line), reach this size
+    /// (e.g. 1MiB)…
     #[arg(long, env = "FORWARD_BATCH_SIZE", default_value = "1MiB", value_parser = parse_size)]
     forward_batch_size: u64,
 

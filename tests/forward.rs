@@ -397,6 +397,8 @@ fn faults_lose_nothing_but_what_the_receiver_refuses() {
     });
     let s = status(&daemon);
     assert!(s["sinks"][0]["lag_seconds"].as_f64().unwrap() > 0.0, "{s}");
+    let behind = s["sinks"][0]["lag_entries"].as_u64().unwrap();
+    assert!(behind > 0 && behind <= 2000, "{s}");
     assert!(
         seqs(&otlp.lines(), "busy.log").len() < 2000,
         "the receiver kept up after all"
@@ -408,6 +410,17 @@ fn faults_lose_nothing_but_what_the_receiver_refuses() {
         seqs(&otlp.lines(), "busy.log"),
         (0..2000).collect::<Vec<_>>()
     );
+    wait_for("the sink shows no lag", 10, || {
+        status(&daemon)["sinks"][0]["lag_entries"].as_u64() == Some(0)
+    });
+    let (_, metrics) = daemon.get("/metrics").unwrap();
+    for name in [
+        "monitoring_rs_forward_lag_entries{sink=\"otlp\"} 0",
+        "monitoring_rs_forward_lost_entries_total{sink=\"otlp\"} 0",
+        "monitoring_rs_forward_rejected_entries_total{sink=\"otlp\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
     assert!(daemon.terminate().success());
 }
 

@@ -50,6 +50,7 @@ pub struct Metrics {
     /// Per sink and figure: `forward_*_total` counters.
     forward: Vec<(&'static str, Family<LabelPairs, Counter>)>,
     forward_lag: Family<LabelPairs, Gauge<f64, AtomicU64>>,
+    forward_lag_entries: Family<LabelPairs, Gauge>,
     counters: Vec<(&'static str, Counter)>,
     gauges: Vec<(&'static str, Gauge)>,
     checkpoint_age: Gauge<f64, AtomicU64>,
@@ -223,6 +224,10 @@ impl Metrics {
                 "forward_rejected_entries",
                 "Entries a receiver refused for good (4xx) and that were dropped, by sink.",
             ),
+            (
+                "forward_lost_entries",
+                "Entries retention deleted before a sink sent them (it lagged past retention), by sink.",
+            ),
         ]
         .into_iter()
         .map(|(name, help)| {
@@ -236,6 +241,12 @@ impl Metrics {
             "forward_lag_seconds",
             "How far a sink is behind the newest stored entry (0: it follows live writes), by sink.",
             forward_lag.clone(),
+        );
+        let forward_lag_entries = Family::<LabelPairs, Gauge>::default();
+        registry.register(
+            "forward_lag_entries",
+            "Stored entries a sink has not delivered yet, by sink.",
+            forward_lag_entries.clone(),
         );
         let counters = COUNTERS
             .iter()
@@ -273,6 +284,7 @@ impl Metrics {
             peer_latency,
             forward,
             forward_lag,
+            forward_lag_entries,
             counters,
             gauges,
             checkpoint_age,
@@ -425,6 +437,7 @@ impl Metrics {
                     "forward_rejected_entries",
                     sink.rejected_entries.load(Relaxed),
                 ),
+                ("forward_lost_entries", sink.lost_entries.load(Relaxed)),
             ] {
                 if let Some((_, family)) = self.forward.iter().find(|(n, _)| *n == name) {
                     let counter = family.get_or_create(&labels);
@@ -437,6 +450,9 @@ impl Metrics {
             self.forward_lag
                 .get_or_create(&labels)
                 .set(sink.lag_seconds(store.newest));
+            self.forward_lag_entries
+                .get_or_create(&labels)
+                .set(i64::try_from(sink.lag_entries()).unwrap_or(i64::MAX));
         }
         if let Some(t) = status.last_checkpoint {
             self.checkpoint_age

@@ -42,7 +42,8 @@ impl Matcher {
 
     fn rows(&self, appended: &Appended) -> Vec<Row> {
         let mut rows = Vec::new();
-        for (labels, entries) in &appended.streams {
+        for stream in &appended.streams {
+            let (labels, entries) = (stream.labels(), &stream.entries);
             if !self.query.selector.iter().all(|m| m.matches(labels)) {
                 continue;
             }

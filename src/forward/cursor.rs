@@ -14,17 +14,10 @@ use crate::log_database::labels::Labels;
 /// stream instead of the labels themselves).
 pub type StreamKey = u64;
 
-/// The key of `labels` (hashed as they are: no string is built, it runs
-/// once per stream of every write).
+/// The key of `labels`: the store's stream identity, which every write
+/// already carries (so the live path hashes nothing).
 pub fn key(labels: &Labels) -> StreamKey {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for (name, value) in labels.iter() {
-        hasher.update(name.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(value.as_bytes());
-        hasher.update(b"\0");
-    }
-    hasher.digest()
+    labels.stream_id().0
 }
 
 /// Where a stream stands: the last delivered entry's time and how many

@@ -90,7 +90,7 @@ impl Http {
         endpoint: &Endpoint,
         content_type: &'static str,
         encoding: Option<&'static str>,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> Sent {
         let mut request = Request::post(endpoint.url.clone()).header(CONTENT_TYPE, content_type);
         if let Some(encoding) = encoding {
@@ -99,7 +99,7 @@ impl Http {
         for (name, value) in &endpoint.headers {
             request = request.header(name, value);
         }
-        let request = match request.body(Full::new(Bytes::from(body))) {
+        let request = match request.body(Full::new(body)) {
             Ok(r) => r,
             Err(e) => {
                 return Sent::Rejected {

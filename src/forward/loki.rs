@@ -5,9 +5,12 @@
 //! labels and the container id as structured metadata, as Loki's
 //! cardinality advice has it.
 
+use std::fmt::Write;
+
 use prost::Message;
 
 use super::batch::Batch;
+use super::reuse::{Pool, fit, set, set_text};
 use crate::log_database::labels::Labels;
 
 /// The types generated from Loki's `push.proto`.
@@ -53,64 +56,72 @@ impl Default for LokiLabels {
 
 impl LokiLabels {
     /// The Loki stream labels and the structured metadata of `labels`.
-    fn split(&self, labels: &Labels) -> (Labels, Vec<proto::LabelPairAdapter>) {
+    fn split<'a>(&self, labels: &'a Labels) -> (Labels, Vec<(&'a str, &'a str)>) {
         let mut stream: Vec<(String, String)> = self.extra.clone();
         let mut metadata = Vec::new();
         for (name, value) in labels.iter() {
             if self.stream.iter().any(|s| s == name) {
                 stream.push((name.to_owned(), value.to_owned()));
             } else {
-                metadata.push(proto::LabelPairAdapter {
-                    name: name.to_owned(),
-                    value: value.to_owned(),
-                });
+                metadata.push((name, value));
             }
         }
         (Labels::new(stream), metadata)
     }
 }
 
-/// `batch` as a `PushRequest` (its lines move into it).
-pub fn request(batch: &mut Batch, labels: &LokiLabels) -> proto::PushRequest {
-    proto::PushRequest {
-        streams: batch
-            .streams
-            .iter_mut()
-            .map(|stream| {
-                let (stream_labels, metadata) = labels.split(&stream.labels);
-                proto::StreamAdapter {
-                    // Prometheus text form, as Loki parses it.
-                    labels: stream_labels.to_string(),
-                    entries: stream
-                        .items
-                        .iter_mut()
-                        .map(|item| proto::EntryAdapter {
-                            timestamp: Some(prost_types::Timestamp {
-                                seconds: item.ts.div_euclid(1_000_000_000),
-                                nanos: item.ts.rem_euclid(1_000_000_000) as i32,
-                            }),
-                            line: match String::from_utf8(std::mem::take(&mut item.line)) {
-                                Ok(line) => line,
-                                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                            },
-                            structured_metadata: metadata.clone(),
-                            parsed: Vec::new(),
-                        })
-                        .collect(),
-                    hash: 0,
-                }
-            })
-            .collect(),
-        format: String::new(),
-    }
+/// Builds Loki push bodies, each in the last one's buffers.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    request: proto::PushRequest,
+    raw: Vec<u8>,
+    compressed: Vec<u8>,
+    streams: Pool<proto::StreamAdapter>,
+    entries: Pool<proto::EntryAdapter>,
 }
 
-/// The snappy-compressed protobuf body of `batch` (its lines move into it).
-pub fn encode(batch: &mut Batch, labels: &LokiLabels) -> Vec<u8> {
-    let raw = request(batch, labels).encode_to_vec();
-    snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .unwrap_or_default()
+impl Encoder {
+    /// The snappy-compressed `PushRequest` of `batch`.
+    pub fn encode(&mut self, batch: &Batch, labels: &LokiLabels) -> &[u8] {
+        self.fill(batch, labels);
+        self.raw.clear();
+        // Into a growable buffer, encoding cannot fail.
+        let _ = self.request.encode(&mut self.raw);
+        self.compressed
+            .resize(snap::raw::max_compress_len(self.raw.len()), 0);
+        let n = snap::raw::Encoder::new()
+            .compress(&self.raw, &mut self.compressed)
+            .unwrap_or(0);
+        &self.compressed[..n]
+    }
+
+    /// Fills the request with `batch`: one Loki stream per stream.
+    fn fill(&mut self, batch: &Batch, labels: &LokiLabels) {
+        let n = batch.streams.len();
+        // Streams not needed now keep no entries: other streams take them.
+        for stream in self.request.streams.iter_mut().skip(n) {
+            self.entries.give(&mut stream.entries);
+        }
+        let streams = self.streams.fit(&mut self.request.streams, n);
+        for (out, stream) in streams.iter_mut().zip(&batch.streams) {
+            let (stream_labels, metadata) = labels.split(&stream.labels);
+            // Prometheus text form, as Loki parses it.
+            out.labels.clear();
+            let _ = write!(out.labels, "{stream_labels}");
+            let entries = self.entries.fit(&mut out.entries, stream.items.len());
+            for (entry, item) in entries.iter_mut().zip(&stream.items) {
+                let timestamp = entry.timestamp.get_or_insert_with(Default::default);
+                timestamp.seconds = item.ts.div_euclid(1_000_000_000);
+                timestamp.nanos = item.ts.rem_euclid(1_000_000_000) as i32;
+                set_text(&mut entry.line, batch.line(item));
+                let pairs = fit(&mut entry.structured_metadata, metadata.len());
+                for (pair, (name, value)) in pairs.iter_mut().zip(&metadata) {
+                    set(&mut pair.name, name);
+                    set(&mut pair.value, value);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +145,7 @@ mod tests {
             stream.to_string(),
             r#"{cluster="prod", namespace="shop", pod_name="web-1"}"#
         );
-        let names: Vec<&str> = metadata.iter().map(|m| m.name.as_str()).collect();
+        let names: Vec<&str> = metadata.iter().map(|(name, _)| *name).collect();
         assert_eq!(names, ["app", "container_id"]);
     }
 }

@@ -17,6 +17,7 @@ pub mod cursor;
 pub mod deliver;
 pub mod loki;
 pub mod otlp;
+mod reuse;
 mod sink;
 
 use std::sync::Mutex;
@@ -60,7 +61,8 @@ pub struct SinkConfig {
     pub format: Format,
     /// Where.
     pub endpoint: Endpoint,
-    /// A batch is sent once its lines reach this many bytes…
+    /// A batch is sent once its lines (plus [`batch::ENTRY_OVERHEAD`] each)
+    /// reach this many bytes…
     pub batch_bytes: usize,
     /// …or this long after its first entry.
     pub batch_wait: Duration,
@@ -88,6 +90,9 @@ pub struct SinkStatus {
     pub newest_delivered: AtomicI64,
     /// Entries read from the store and not delivered yet.
     pub pending_entries: AtomicU64,
+    /// Stored entries newer than the sink's position, as last counted
+    /// (at most a second ago while it delivers).
+    pub behind_entries: AtomicU64,
     /// Whether the sink has read everything stored (it follows live writes).
     pub caught_up: std::sync::atomic::AtomicBool,
     /// Where it started when it had delivered nothing (ns).
@@ -115,6 +120,13 @@ impl SinkStatus {
         (newest - delivered).max(0) as f64 / 1e9
     }
 
+    /// Stored entries the sink has not delivered yet.
+    pub fn lag_entries(&self) -> u64 {
+        self.behind_entries
+            .load(Ordering::Relaxed)
+            .max(self.pending_entries.load(Ordering::Relaxed))
+    }
+
     /// The sink as `/status` shows it.
     pub fn report(&self, newest_stored: Option<i64>) -> serde_json::Value {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -127,6 +139,7 @@ impl SinkStatus {
             "lost_entries": load(&self.lost_entries),
             "pending_entries": load(&self.pending_entries),
             "lag_seconds": self.lag_seconds(newest_stored),
+            "lag_entries": self.lag_entries(),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }

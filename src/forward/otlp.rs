@@ -9,11 +9,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::batch::Batch;
+use super::batch::{Batch, Stream};
+use super::reuse::{Pool, fit, set, set_bytes};
 use crate::log_database::labels::Labels;
 use crate::log_database::level::Level;
 
@@ -32,19 +33,57 @@ const RESOURCE: &[(&str, &str)] = &[
 /// Labels that repeat others (Loki's names for Alloy) and add nothing.
 const ALIASES: &[&str] = &["pod", "container"];
 
-fn text(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..KeyValue::default()
+/// Sets `value` to the string `text`, reusing its buffer.
+fn string_value(value: &mut Option<AnyValue>, text: &str) {
+    match value {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(s)),
+        }) => set(s, text),
+        other => {
+            *other = Some(AnyValue {
+                value: Some(any_value::Value::StringValue(text.to_owned())),
+            })
+        }
     }
 }
 
-/// The resource attributes and log attributes of a stream.
-fn attributes(labels: &Labels) -> (Vec<KeyValue>, Vec<KeyValue>) {
-    let (mut resource, mut log) = (Vec::new(), Vec::new());
+/// Sets `value` to a line: a string when it is UTF-8 (as it nearly always
+/// is), else bytes, as OTLP allows.
+fn body_value(value: &mut Option<AnyValue>, line: &[u8]) {
+    match std::str::from_utf8(line) {
+        Ok(text) => string_value(value, text),
+        Err(_) => match value {
+            Some(AnyValue {
+                value: Some(any_value::Value::BytesValue(b)),
+            }) => set_bytes(b, line),
+            other => {
+                *other = Some(AnyValue {
+                    value: Some(any_value::Value::BytesValue(line.to_vec())),
+                })
+            }
+        },
+    }
+}
+
+/// Attribute `n` of `list` (added when missing) set to `key` (its parts
+/// joined) and `value`; `n` moves past it.
+fn put(list: &mut Vec<KeyValue>, n: &mut usize, key: &[&str], value: &str) {
+    if *n == list.len() {
+        list.push(KeyValue::default());
+    }
+    let attribute = &mut list[*n];
+    *n += 1;
+    attribute.key.clear();
+    for part in key {
+        attribute.key.push_str(part);
+    }
+    string_value(&mut attribute.value, value);
+}
+
+/// Fills `resource` with the resource attributes of a stream; its
+/// `log.iostream`, a log attribute, is returned.
+fn attributes<'a>(labels: &'a Labels, resource: &mut Vec<KeyValue>) -> Option<&'a str> {
+    let (mut n, mut iostream) = (0, None);
     for (name, value) in labels.iter() {
         if let Some((_, attribute)) = RESOURCE.iter().find(|(l, _)| *l == name) {
             // The runtime's scheme prefix is not part of the id.
@@ -53,14 +92,15 @@ fn attributes(labels: &Labels) -> (Vec<KeyValue>, Vec<KeyValue>) {
             } else {
                 value
             };
-            resource.push(text(attribute, value));
+            put(resource, &mut n, &[attribute], value);
         } else if name == "stream" {
-            log.push(text("log.iostream", value));
+            iostream = Some(value);
         } else if !ALIASES.contains(&name) {
-            resource.push(text(&format!("k8s.pod.label.{name}"), value));
+            put(resource, &mut n, &["k8s.pod.label.", name], value);
         }
     }
-    (resource, log)
+    resource.truncate(n);
+    iostream
 }
 
 /// The OpenTelemetry severity of a detected level.
@@ -77,60 +117,124 @@ fn severity(level: Level) -> (SeverityNumber, &'static str) {
     }
 }
 
-/// `batch` as an `ExportLogsServiceRequest`: one resource per stream.
-/// The lines move into the request (the batch keeps its positions).
-pub fn request(batch: &mut Batch) -> ExportLogsServiceRequest {
-    let scope = InstrumentationScope {
-        name: "monitoring-rs".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        ..InstrumentationScope::default()
-    };
-    ExportLogsServiceRequest {
-        resource_logs: batch
-            .streams
-            .iter_mut()
-            .map(|stream| {
-                let (resource, log) = attributes(&stream.labels);
-                ResourceLogs {
-                    resource: Some(Resource {
-                        attributes: resource,
-                        ..Resource::default()
-                    }),
-                    scope_logs: vec![ScopeLogs {
-                        scope: Some(scope.clone()),
-                        log_records: stream
-                            .items
-                            .iter_mut()
-                            .map(|item| {
-                                let (number, text) = severity(item.level);
-                                let line = std::mem::take(&mut item.line);
-                                let body = match String::from_utf8(line) {
-                                    Ok(s) => any_value::Value::StringValue(s),
-                                    Err(e) => any_value::Value::BytesValue(e.into_bytes()),
-                                };
-                                LogRecord {
-                                    time_unix_nano: item.ts.max(0) as u64,
-                                    observed_time_unix_nano: item.observed.max(0) as u64,
-                                    severity_number: number as i32,
-                                    severity_text: text.into(),
-                                    body: Some(AnyValue { value: Some(body) }),
-                                    attributes: log.clone(),
-                                    ..LogRecord::default()
-                                }
-                            })
-                            .collect(),
-                        ..ScopeLogs::default()
-                    }],
-                    ..ResourceLogs::default()
-                }
-            })
-            .collect(),
+/// Builds OTLP request bodies, each in the last one's buffers.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    request: ExportLogsServiceRequest,
+    raw: Vec<u8>,
+    resources: Pool<ResourceLogs>,
+    records: Pool<LogRecord>,
+    /// Resource key → resource index, for the batch in hand.
+    groups: std::collections::HashMap<u64, usize>,
+    /// (resource index, stream index), for the batch in hand.
+    order: Vec<(usize, usize)>,
+}
+
+impl Encoder {
+    /// The protobuf `ExportLogsServiceRequest` of `batch`.
+    pub fn encode(&mut self, batch: &Batch) -> &[u8] {
+        self.fill(batch);
+        self.raw.clear();
+        // Into a growable buffer, encoding cannot fail.
+        let _ = self.request.encode(&mut self.raw);
+        &self.raw
+    }
+
+    /// Fills the request with `batch`: one resource per container, its
+    /// stdout and stderr streams together (`log.iostream` tells their
+    /// records apart), so that a receiver gets each resource once.
+    fn fill(&mut self, batch: &Batch) {
+        self.groups.clear();
+        self.order.clear();
+        for (i, stream) in batch.streams.iter().enumerate() {
+            let resource = resource_key(&stream.labels);
+            let next = self.groups.len();
+            let group = *self.groups.entry(resource).or_insert(next);
+            self.order.push((group, i));
+        }
+        // Grouped, each group's streams in batch order.
+        self.order.sort_unstable();
+        let n = self.groups.len();
+        let resource_logs = &mut self.request.resource_logs;
+        // Resources not needed now keep no records: other resources take
+        // them.
+        for resource in resource_logs.iter_mut().skip(n) {
+            for scope in &mut resource.scope_logs {
+                self.records.give(&mut scope.log_records);
+            }
+        }
+        let resources = self.resources.fit(resource_logs, n);
+        for (group, resource_logs) in resources.iter_mut().enumerate() {
+            let from = self.order.partition_point(|&(g, _)| g < group);
+            let to = self.order.partition_point(|&(g, _)| g <= group);
+            let streams = self.order[from..to].iter().map(|&(_, i)| &batch.streams[i]);
+            fill_resource(resource_logs, streams, batch, &mut self.records);
+        }
     }
 }
 
-/// The protobuf body of `batch` (its lines move into it).
-pub fn encode(batch: &mut Batch) -> Vec<u8> {
-    request(batch).encode_to_vec()
+/// What the streams of one resource share: every label but `stream`.
+fn resource_key(labels: &Labels) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (name, value) in labels.iter().filter(|(name, _)| *name != "stream") {
+        hasher.update(name.as_bytes());
+        hasher.update(&[0xff]);
+        hasher.update(value.as_bytes());
+        hasher.update(&[0xfe]);
+    }
+    hasher.digest()
+}
+
+/// Fills `resource_logs` with the streams of one resource.
+fn fill_resource<'a>(
+    resource_logs: &mut ResourceLogs,
+    mut streams: impl Iterator<Item = &'a Stream>,
+    batch: &Batch,
+    pool: &mut Pool<LogRecord>,
+) {
+    let Some(first) = streams.next() else {
+        return;
+    };
+    let resource = resource_logs.resource.get_or_insert_with(Resource::default);
+    let iostream = attributes(&first.labels, &mut resource.attributes);
+    let scope_logs = &mut fit(&mut resource_logs.scope_logs, 1)[0];
+    let scope = scope_logs
+        .scope
+        .get_or_insert_with(InstrumentationScope::default);
+    set(&mut scope.name, "monitoring-rs");
+    set(&mut scope.version, env!("CARGO_PKG_VERSION"));
+    let records = &mut scope_logs.log_records;
+    pool.give(records);
+    fill_records(records, first, iostream, batch, pool);
+    for stream in streams {
+        let iostream = stream.labels.get("stream");
+        fill_records(records, stream, iostream, batch, pool);
+    }
+}
+
+/// Appends the records of `stream` to `records`.
+fn fill_records(
+    records: &mut Vec<LogRecord>,
+    stream: &Stream,
+    iostream: Option<&str>,
+    batch: &Batch,
+    pool: &mut Pool<LogRecord>,
+) {
+    let start = records.len();
+    let records = pool.fit(records, start + stream.items.len());
+    for (record, item) in records[start..].iter_mut().zip(&stream.items) {
+        let (number, text) = severity(item.level);
+        record.time_unix_nano = item.ts.max(0) as u64;
+        record.observed_time_unix_nano = item.observed.max(0) as u64;
+        record.severity_number = number as i32;
+        set(&mut record.severity_text, text);
+        body_value(&mut record.body, batch.line(item));
+        let mut n = 0;
+        if let Some(iostream) = iostream {
+            put(&mut record.attributes, &mut n, &["log.iostream"], iostream);
+        }
+        record.attributes.truncate(n);
+    }
 }
 
 /// Records the receiver rejected in a successful answer (OTLP's partial
@@ -144,11 +248,25 @@ pub fn rejected(body: &[u8]) -> Option<(u64, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::forward::cursor::Cursor;
+
+    fn find(list: &[KeyValue], key: &str) -> Option<String> {
+        list.iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match &kv.value {
+                Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(s)),
+                }) => Some(s.clone()),
+                _ => None,
+            })
+    }
 
     #[test]
     fn kubernetes_labels_follow_the_semantic_conventions() {
-        let labels = Labels::new([
+        let labels = Arc::new(Labels::new([
             ("namespace", "shop"),
             ("pod_name", "web-1"),
             ("pod", "web-1"),
@@ -158,27 +276,70 @@ mod tests {
             ("stream", "stderr"),
             ("service_name", "web"),
             ("app", "web"),
-        ]);
-        let (resource, log) = attributes(&labels);
-        let find = |list: &[KeyValue], key: &str| {
-            list.iter()
-                .find(|kv| kv.key == key)
-                .and_then(|kv| match &kv.value {
-                    Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(s)),
-                    }) => Some(s.clone()),
-                    _ => None,
-                })
-        };
+        ]));
+        let other = Arc::new(Labels::new([("namespace", "db"), ("stream", "stdout")]));
+        let mut encoder = Encoder::default();
+        let cursor = Cursor::default();
+        // A larger batch first: the second is built in its buffers and
+        // must carry nothing over.
+        let mut batch = Batch::default();
+        let (i, j) = (
+            batch.stream(&cursor, &labels, 1),
+            batch.stream(&cursor, &other, 2),
+        );
+        batch.push(i, 5, 6, Level::Info, b"a");
+        batch.push(i, 7, 8, Level::Info, b"b");
+        batch.push(j, 9, 10, Level::Error, b"c");
+        encoder.encode(&batch);
+        batch.clear(1 << 20);
+        let i = batch.stream(&cursor, &labels, 1);
+        batch.push(i, 11, 12, Level::Warn, b"bad \xff");
+        // The container's stdout joins its stderr in one resource.
+        let stdout = Arc::new(Labels::new(
+            labels
+                .iter()
+                .map(|(n, v)| (n, if n == "stream" { "stdout" } else { v })),
+        ));
+        let o = batch.stream(&cursor, &stdout, 3);
+        batch.push(o, 13, 14, Level::Info, b"out");
+        let request = ExportLogsServiceRequest::decode(encoder.encode(&batch)).unwrap();
+        assert_eq!(request.resource_logs.len(), 1);
+        let resource = &request.resource_logs[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes;
         assert_eq!(
-            find(&resource, "k8s.namespace.name").as_deref(),
+            find(resource, "k8s.namespace.name").as_deref(),
             Some("shop")
         );
-        assert_eq!(find(&resource, "container.id").as_deref(), Some("abc"));
-        assert_eq!(find(&resource, "service.name").as_deref(), Some("web"));
-        assert_eq!(find(&resource, "k8s.pod.label.app").as_deref(), Some("web"));
-        assert_eq!(find(&log, "log.iostream").as_deref(), Some("stderr"));
-        assert!(find(&resource, "k8s.pod.label.pod").is_none());
-        assert_eq!(severity(Level::Warn).0, SeverityNumber::Warn);
+        assert_eq!(find(resource, "container.id").as_deref(), Some("abc"));
+        assert_eq!(find(resource, "service.name").as_deref(), Some("web"));
+        assert_eq!(find(resource, "k8s.pod.label.app").as_deref(), Some("web"));
+        assert!(find(resource, "k8s.pod.label.pod").is_none());
+        let records = &request.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            find(&records[1].attributes, "log.iostream").as_deref(),
+            Some("stdout")
+        );
+        assert_eq!(records[1].time_unix_nano, 13);
+        let record = &records[0];
+        assert_eq!(
+            find(&record.attributes, "log.iostream").as_deref(),
+            Some("stderr")
+        );
+        assert_eq!(
+            (record.time_unix_nano, record.observed_time_unix_nano),
+            (11, 12)
+        );
+        assert_eq!(record.severity_number, SeverityNumber::Warn as i32);
+        assert_eq!(record.severity_text, "WARN");
+        assert_eq!(
+            record.body,
+            Some(AnyValue {
+                value: Some(any_value::Value::BytesValue(b"bad \xff".to_vec()))
+            })
+        );
     }
 }

@@ -6,16 +6,16 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::batch::{Batch, Item};
+use super::batch::Batch;
 use super::cursor::{Cursor, Filter, key};
 use super::deliver::{Http, Sent, backoff};
 use super::{Format, ForwardError, SinkConfig, SinkStatus};
-use crate::log_database::Deleted;
-use crate::log_database::labels::Labels;
 use crate::log_database::query::{Matcher, Query};
 use crate::log_database::{Database, WriteBatch, now_ns};
+use crate::log_database::{Deleted, entries_after};
 use crate::shutdown::Shutdown;
 
 /// The running sinks: their figures and their threads.
@@ -71,6 +71,11 @@ struct Sink {
     runtime: tokio::runtime::Runtime,
     cursor: Cursor,
     batch: Batch,
+    /// The request builders (one used, by the sink's format).
+    otlp: super::otlp::Encoder,
+    loki: super::loki::Encoder,
+    /// When `behind_entries` was last counted.
+    behind_counted: std::time::Instant,
     /// When a rejected batch was last logged (at most one a minute).
     last_reject_log: Option<std::time::Instant>,
     /// What retention deletes.
@@ -106,7 +111,10 @@ impl Sink {
             runtime,
             cursor,
             batch: Batch::default(),
+            otlp: Default::default(),
+            loki: Default::default(),
             last_reject_log: None,
+            behind_counted: std::time::Instant::now(),
         }
     }
 
@@ -120,6 +128,7 @@ impl Sink {
                 return;
             }
             self.status.caught_up.store(true, Ordering::Relaxed);
+            self.count_behind(true);
             if !self.follow(&mut live) {
                 return;
             }
@@ -141,17 +150,7 @@ impl Sink {
                         .get(&k)
                         .map_or(self.cursor.from - 1, |p| p.ts),
                 };
-                if block.max_ts <= sent_to {
-                    continue;
-                }
-                lost += if block.min_ts > sent_to {
-                    u64::from(block.count)
-                } else {
-                    // Partly sent: the entries after it, as if evenly spread.
-                    let span = (block.max_ts - block.min_ts).max(1) as f64;
-                    let after = (block.max_ts - sent_to) as f64 / span;
-                    (f64::from(block.count.saturating_sub(1)) * after).round() as u64
-                };
+                lost += entries_after(block.min_ts, block.max_ts, block.count, sent_to);
             }
             // Streams retention removed whole leave the cursor too, so it
             // stays as large as the store's stream list, not its history.
@@ -169,9 +168,32 @@ impl Sink {
         }
     }
 
+    /// Counts the stored entries past the cursor, at most once a second
+    /// unless `now`. A sink that follows live writes is behind by its
+    /// batch alone (and the writes on their way to it, for milliseconds).
+    fn count_behind(&mut self, now: bool) {
+        if self.status.caught_up.load(Ordering::Relaxed) {
+            self.status.behind_entries.store(0, Ordering::Relaxed);
+            return;
+        }
+        if !now && self.behind_counted.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.behind_counted = std::time::Instant::now();
+        let cursor = &self.cursor;
+        let behind = self.db.count_after(|id| {
+            cursor
+                .streams
+                .get(&id.0)
+                .map_or(cursor.from - 1, |position| position.ts)
+        });
+        self.status.behind_entries.store(behind, Ordering::Relaxed);
+    }
+
     /// Reads every stream from its position. `false`: stopping.
     fn catch_up(&mut self) -> bool {
         self.count_losses();
+        self.count_behind(true);
         let mut filter = Filter::default();
         for labels in self.db.stream_labels() {
             let k = key(&labels);
@@ -187,14 +209,23 @@ impl Sink {
                     continue;
                 }
             };
+            let observed = now_ns();
+            let mut at = None;
             for entry in entries {
                 // The selector also matches streams with more labels.
                 if *entry.labels != *labels || !filter.is_new(&self.cursor, k, entry.timestamp) {
                     continue;
                 }
-                self.push(&entry.labels, k, entry.timestamp, entry.level, entry.line);
-                if self.batch.bytes >= self.config.batch_bytes && !self.deliver() {
-                    return false;
+                // A delivery empties the batch: the stream is added again.
+                let i = *at.get_or_insert_with(|| self.batch.stream(&self.cursor, &labels, k));
+                self.batch
+                    .push(i, entry.timestamp, observed, entry.level, &entry.line);
+                self.pending();
+                if self.batch.bytes >= self.config.batch_bytes {
+                    if !self.deliver() {
+                        return false;
+                    }
+                    at = None;
                 }
             }
         }
@@ -229,21 +260,28 @@ impl Sink {
                     }
                 }
                 Some(Ok(appended)) => {
-                    for (labels, entries) in &appended.streams {
-                        let k = key(labels);
+                    let observed = now_ns();
+                    for stream in &appended.streams {
+                        let (labels, entries, k) =
+                            (stream.labels(), &stream.entries, stream.id().0);
+                        let mut at = None;
                         for i in 0..entries.len() {
                             let ts = entries.timestamps[i];
                             if filter.is_new(&self.cursor, k, ts) {
-                                self.push(
-                                    labels,
-                                    k,
+                                let stream = *at.get_or_insert_with(|| {
+                                    self.batch.stream(&self.cursor, labels, k)
+                                });
+                                self.batch.push(
+                                    stream,
                                     ts,
+                                    observed,
                                     entries.level(i),
-                                    entries.line(i).to_vec(),
+                                    entries.line(i),
                                 );
                             }
                         }
                     }
+                    self.pending();
                     if self.batch.bytes >= self.config.batch_bytes && !self.deliver() {
                         return false;
                     }
@@ -260,21 +298,8 @@ impl Sink {
         }
     }
 
-    fn push(
-        &mut self,
-        labels: &Arc<Labels>,
-        k: u64,
-        ts: i64,
-        level: crate::log_database::level::Level,
-        line: Vec<u8>,
-    ) {
-        let item = Item {
-            ts,
-            observed: now_ns(),
-            level,
-            line,
-        };
-        self.batch.push(&self.cursor, labels, k, item);
+    /// Shows how much the batch holds.
+    fn pending(&self) {
         self.status
             .pending_entries
             .store(self.batch.entries as u64, Ordering::Relaxed);
@@ -287,21 +312,20 @@ impl Sink {
         if self.batch.is_empty() {
             return !self.shutdown.is_triggered();
         }
-        // Taken before encoding moves the lines out.
         let sample = self.sample();
         let (content_type, encoding, body) = match &self.config.format {
             Format::Otlp { gzip } => {
-                let raw = super::otlp::encode(&mut self.batch);
+                let raw = self.otlp.encode(&self.batch);
                 if *gzip {
-                    ("application/x-protobuf", Some("gzip"), gzip_bytes(&raw))
+                    ("application/x-protobuf", Some("gzip"), gzip_bytes(raw))
                 } else {
-                    ("application/x-protobuf", None, raw)
+                    ("application/x-protobuf", None, Bytes::copy_from_slice(raw))
                 }
             }
             Format::Loki(labels) => (
                 "application/x-protobuf",
                 None,
-                super::loki::encode(&mut self.batch, labels),
+                Bytes::copy_from_slice(self.loki.encode(&self.batch, labels)),
             ),
         };
         let size = body.len() as u64;
@@ -386,9 +410,10 @@ impl Sink {
                 .fetch_max(newest, Ordering::Relaxed);
         }
         self.batch.advance(&mut self.cursor);
-        self.batch = Batch::default();
+        self.batch.clear(self.config.batch_bytes);
         self.status.pending_entries.store(0, Ordering::Relaxed);
         self.save_cursor();
+        self.count_behind(false);
         !self.shutdown.is_triggered()
     }
 
@@ -417,7 +442,7 @@ impl Sink {
             s.items.first().map(|i| {
                 (
                     s.labels.to_string(),
-                    String::from_utf8_lossy(&i.line)
+                    String::from_utf8_lossy(self.batch.line(i))
                         .chars()
                         .take(200)
                         .collect::<String>(),
@@ -438,9 +463,12 @@ impl Sink {
     }
 }
 
-fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
+fn gzip_bytes(raw: &[u8]) -> Bytes {
     use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4),
+        flate2::Compression::fast(),
+    );
     let _ = encoder.write_all(raw);
-    encoder.finish().unwrap_or_default()
+    Bytes::from(encoder.finish().unwrap_or_default())
 }

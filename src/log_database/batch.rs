@@ -70,6 +70,6 @@ pub struct WriteBatch {
 /// Entries of one write, as live tails receive them.
 #[derive(Debug)]
 pub struct Appended {
-    /// Per stream: its labels and its new entries.
-    pub streams: Vec<(Arc<Labels>, Entries)>,
+    /// Per stream: its labels, identity and new entries.
+    pub streams: Vec<StreamEntries>,
 }

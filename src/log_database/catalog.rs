@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::labels::Labels;
+use super::labels::{Labels, StreamId};
 use super::query::{Matcher, validate_selector};
 use super::range::TimeRange;
 use super::{Database, StoreError};
@@ -32,7 +32,43 @@ impl std::ops::AddAssign for IndexStats {
     }
 }
 
+/// How many of a block's `count` entries, spread over `min_ts..=max_ts`,
+/// are newer than `after`: exact when the block is wholly on one side,
+/// else estimated as if evenly spread (the index keeps no more).
+pub fn entries_after(min_ts: i64, max_ts: i64, count: u32, after: i64) -> u64 {
+    if max_ts <= after {
+        0
+    } else if min_ts > after {
+        u64::from(count)
+    } else {
+        let span = (max_ts - min_ts).max(1) as f64;
+        let share = (max_ts - after) as f64 / span;
+        (f64::from(count.saturating_sub(1)) * share).round() as u64
+    }
+}
+
 impl Database {
+    /// How many stored entries are newer than where `after` says each
+    /// stream stands (ns; from the index, blocks estimated as in
+    /// [`entries_after`]): how far a reader of every stream is behind.
+    pub fn count_after(&self, after: impl Fn(StreamId) -> i64) -> u64 {
+        let inner = self.read_inner();
+        let mut total = 0;
+        for (&id, stream) in &inner.index.streams {
+            let at = after(id);
+            for b in &stream.blocks {
+                total += entries_after(b.min_ts, b.max_ts, b.count, at);
+            }
+            for entries in [Some(&stream.head), stream.flushing.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                total += entries.timestamps.iter().filter(|&&ts| ts > at).count() as u64;
+            }
+        }
+        total
+    }
+
     /// Every stream's labels (what a sink catches up on).
     pub fn stream_labels(&self) -> Vec<Arc<Labels>> {
         let inner = self.read_inner();

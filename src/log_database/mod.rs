@@ -43,7 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use self::batch::{Appended, StreamEntries, WriteBatch};
 pub use self::block::Entries;
-pub use self::catalog::IndexStats;
+pub use self::catalog::{IndexStats, entries_after};
 pub use self::manifest::ReadReport;
 pub use self::range::TimeRange;
 pub use self::read::{QueryEntry, QueryIter};
@@ -310,7 +310,7 @@ impl Database {
                     .streams
                     .iter()
                     .filter(|s| !s.entries.is_empty())
-                    .map(|s| (s.labels().clone(), s.entries.clone()))
+                    .cloned()
                     .collect();
                 // Sent under the lock so tails see writes in order.
                 let _ = self.appended.send(Arc::new(Appended { streams }));
