@@ -18,6 +18,10 @@ use crate::log_database::{Database, WriteBatch, now_ns};
 use crate::log_database::{Deleted, entries_after};
 use crate::shutdown::Shutdown;
 
+/// Writes a sink may leave waiting for it in the store's channel before
+/// it lets go of them and reads them from the store instead.
+const MAX_QUEUED: usize = 64;
+
 /// The running sinks: their figures and their threads.
 pub type Started = (Vec<Arc<SinkStatus>>, Vec<JoinHandle<()>>);
 
@@ -74,6 +78,8 @@ struct Sink {
     /// The request builders (one used, by the sink's format).
     otlp: super::otlp::Encoder,
     loki: super::loki::Encoder,
+    /// Live writes, while the sink keeps up with them.
+    live: Option<tokio::sync::broadcast::Receiver<Arc<crate::log_database::Appended>>>,
     /// When `behind_entries` was last counted.
     behind_counted: std::time::Instant,
     /// When a rejected batch was last logged (at most one a minute).
@@ -115,21 +121,28 @@ impl Sink {
             loki: Default::default(),
             last_reject_log: None,
             behind_counted: std::time::Instant::now(),
+            live: None,
         }
     }
 
     fn run(&mut self) {
         while !self.shutdown.is_triggered() {
-            // Subscribe first: nothing written during the catch-up is missed
-            // (what it already read is told apart by the filter).
-            let mut live = self.db.subscribe();
             self.status.caught_up.store(false, Ordering::Relaxed);
+            // A long catch-up (a back-fill, a receiver back after a day)
+            // holds no subscription: writes would wait in memory for it.
+            self.live = None;
+            if !self.catch_up() || !self.deliver() {
+                return;
+            }
+            // Then subscribe, and read what came meanwhile: nothing is
+            // missed (what was read already is told apart by the filter).
+            self.live = Some(self.db.subscribe());
             if !self.catch_up() || !self.deliver() {
                 return;
             }
             self.status.caught_up.store(true, Ordering::Relaxed);
             self.count_behind(true);
-            if !self.follow(&mut live) {
+            if !self.follow() {
                 return;
             }
         }
@@ -234,12 +247,16 @@ impl Sink {
 
     /// Follows live writes until the sink falls behind them (`true`: catch
     /// up again) or stops (`false`).
-    fn follow(
-        &mut self,
-        live: &mut tokio::sync::broadcast::Receiver<Arc<crate::log_database::Appended>>,
-    ) -> bool {
+    fn follow(&mut self) -> bool {
         let mut filter = Filter::default();
         loop {
+            // Writes wait in the channel for every subscriber: one that
+            // delivers slower than they come reads them from the store
+            // instead, so that what waits stays small.
+            let Some(live) = self.live.as_mut().filter(|l| l.len() <= MAX_QUEUED) else {
+                self.live = None;
+                return !self.shutdown.is_triggered();
+            };
             let wait = match self.batch.since {
                 Some(since) => self.config.batch_wait.saturating_sub(since.elapsed()),
                 None => Duration::from_secs(3600),
@@ -381,6 +398,9 @@ impl Sink {
                 Sent::Retry { after, error } => {
                     attempt += 1;
                     self.status.retries.fetch_add(1, Ordering::Relaxed);
+                    // Nothing waits in memory for a receiver that is down:
+                    // what comes meanwhile is read from the store later.
+                    self.live = None;
                     if attempt == 1 {
                         tracing::warn!(sink = self.config.name, %error, "Cannot deliver; retrying with backoff (the store keeps the entries meanwhile).");
                     }
