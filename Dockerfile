@@ -18,7 +18,7 @@ COPY testkit/Cargo.toml testkit/
 RUN mkdir -p src benches testkit/src/bin \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs testkit/src/lib.rs \
     && echo 'fn main() {}' > testkit/src/bin/loadgen.rs \
-    && for b in collector store api node; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in collector store api node cluster; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin monitoring-rs \
     && rm -rf src benches testkit/src
 COPY . .

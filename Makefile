@@ -10,7 +10,7 @@ IMAGE = $(DOCKER_REGISTRY)/monitoring-rs:$(VERSION)
 # The folder `make run` tails (a small sample ships with the repository).
 ROOT ?= sample-logs
 
-.PHONY: build run test lint fuzz bench bench-collector bench-store bench-api bench-cluster dockertest kuberun kubecleanup
+.PHONY: build run test ui-test ui lint fuzz bench bench-collector bench-store bench-api bench-cluster dockertest kuberun kubecleanup
 
 build:
 	$(CARGO) build --release --locked
@@ -28,6 +28,18 @@ test: lint
 	BENCH_SMOKE=1 $(CARGO) bench --locked --profile dev --bench cluster
 	scripts/fuzz.sh
 	$(CARGO) nextest run --locked --workspace --no-fail-fast
+	$(MAKE) ui-test
+
+# The page in headless Chromium against the real binary (web/tests), after
+# checking that web/dist is what web/src builds; screenshots go to
+# target/ui-screenshots/. Needs Node.js and Debian's chromium.
+ui-test:
+	$(CARGO) build --locked
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs --check && npm test
+
+# Rebuilds the page's bundle (web/dist, embedded in the binary).
+ui:
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 # Each fuzz target (LogQL, runtime log lines, HTTP parameters) for
 # FUZZ_SECONDS (45) seconds; see scripts/fuzz.sh.

@@ -66,7 +66,12 @@ impl Fanout {
             from_peer: headers.contains_key(PEER_HEADER),
             scope_header: text(SCOPE_HEADER),
             path: path.to_owned(),
-            authorization: headers.get(header::AUTHORIZATION).cloned(),
+            // A browser's live tail sends its token as a subprotocol;
+            // peers are asked with it as a header.
+            authorization: headers.get(header::AUTHORIZATION).cloned().or_else(|| {
+                super::auth::bearer(headers)
+                    .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+            }),
         }
     }
 

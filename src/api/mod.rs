@@ -16,6 +16,7 @@ pub mod params;
 mod server;
 mod tail;
 pub mod tls;
+mod web;
 
 pub use server::serve;
 
@@ -387,6 +388,8 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
 /// Every route.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(web::page))
+        .route("/ui/{file}", get(web::file))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics::handler))
         .route("/status", get(logs::status))

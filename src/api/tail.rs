@@ -311,7 +311,11 @@ pub(super) async fn websocket(
     }
     backfill.reverse();
     let live = local.with_peers(peers);
-    Ok(ws.on_upgrade(move |socket| run_socket(socket, backfill, live, guard)))
+    // A browser sends its token as a subprotocol (see `auth`); the
+    // answer names the page's own, which it offers beside it.
+    Ok(ws
+        .protocols([crate::api::auth::PAGE_PROTOCOL])
+        .on_upgrade(move |socket| run_socket(socket, backfill, live, guard)))
 }
 
 /// The peer form of a follow, holding its `--max-tails` slot while it lives.

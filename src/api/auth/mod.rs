@@ -221,17 +221,33 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
-fn bearer(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
+/// The subprotocol the page offers for a live tail, beside its token.
+pub const PAGE_PROTOCOL: &str = "monitoring-rs";
+
+/// The prefix of a WebSocket subprotocol carrying a bearer token, as the
+/// Kubernetes API server takes it: a browser cannot set `Authorization`
+/// on a WebSocket.
+const TOKEN_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// The bearer token of a request: from `Authorization`, or from a
+/// WebSocket subprotocol as a browser sends it.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+            .filter(|t| !t.is_empty());
+    }
+    use base64::Engine;
+    let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    let encoded = protocols
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL))?;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
         .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    String::from_utf8(token).ok().filter(|t| !t.is_empty())
 }
 
 /// Authenticates every request but `/ready` and records what it may read
@@ -259,11 +275,14 @@ pub async fn middleware(
         return next.run(request).await;
     };
     let path = request.uri().path().to_owned();
-    if path == "/ready" || (path == "/metrics" && !state.config.metrics_auth) {
+    if path == "/ready"
+        || super::web::is_page(&path)
+        || (path == "/metrics" && !state.config.metrics_auth)
+    {
         request.extensions_mut().insert(Access::Open);
         return next.run(request).await;
     }
-    let Some(token) = bearer(&request).map(str::to_owned) else {
+    let Some(token) = bearer(request.headers()) else {
         state.metrics.denied("no_token");
         return unauthorized(
             "this API needs a bearer token: Authorization: Bearer <token> (e.g. from kubectl create token)",
