@@ -10,7 +10,7 @@ IMAGE = $(DOCKER_REGISTRY)/monitoring-rs:$(VERSION)
 # The folder `make run` tails (a small sample ships with the repository).
 ROOT ?= sample-logs
 
-.PHONY: build run test ui-test ui lint fuzz bench bench-collector bench-store bench-api bench-cluster dockertest kuberun kubecleanup
+.PHONY: build run test ui-test ui bench-ui lint fuzz bench bench-collector bench-store bench-api bench-cluster dockertest kuberun kubecleanup
 
 build:
 	$(CARGO) build --release --locked
@@ -36,6 +36,12 @@ test: lint
 ui-test:
 	$(CARGO) build --locked
 	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs --check && npm test
+
+# The page with 100,000 lines in headless Chromium: time to the lines,
+# script heap, scroll; target/bench/ui.json.
+bench-ui:
+	$(CARGO) build --locked --release
+	cd web && npm ci --no-audit --no-fund --loglevel=error && MONITORING_RS_BIN=../target/release/monitoring-rs node bench.mjs
 
 # Rebuilds the page's bundle (web/dist, embedded in the binary).
 ui:

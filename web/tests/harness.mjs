@@ -33,8 +33,9 @@ export function serviceLines(name, count, levels = ['info', 'info', 'warn', 'err
 }
 
 /** Starts the daemon on `host` over a new folder holding `files`
- *  ({ relative path: [lines] }); waits until it holds `expect` lines. */
-export async function daemon(host, files, expect) {
+ *  ({ relative path: [lines] }), with more flags `args`; waits until it
+ *  holds `expect` lines. */
+export async function daemon(host, files, expect, args = []) {
   const dir = mkdtempSync(join(tmpdir(), 'mrs-ui-'));
   const logs = join(dir, 'logs');
   for (const [path, lines] of Object.entries(files)) {
@@ -44,7 +45,7 @@ export async function daemon(host, files, expect) {
   const port = await freePort(host);
   const child = spawn(BINARY, [
     '--log-collector', 'directory', '--root-path', logs, '--data-directory', join(dir, 'data'),
-    '--listen', `${host}:${port}`,
+    '--listen', `${host}:${port}`, ...args,
   ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
