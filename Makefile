@@ -34,7 +34,7 @@ test: lint
 # checking that web/dist is what web/src builds; screenshots go to
 # target/ui-screenshots/. Needs Node.js and Debian's chromium.
 ui-test:
-	$(CARGO) build --locked
+	$(CARGO) build --locked --workspace --bins
 	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs --check && npm test
 
 # The page with 100,000 lines in headless Chromium: time to the lines,

@@ -26,10 +26,3 @@ export function fields(line) {
   }
   return out.length ? { parser: 'logfmt', fields: out } : { parser: null, fields: [] };
 }
-
-/** A level for a line whose stream has none: the words Loki looks for. */
-export function levelOf(labels, line) {
-  const l = labels.detected_level || labels.level;
-  if (l && l !== 'unknown') return l;
-  return 'unknown';
-}

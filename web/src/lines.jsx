@@ -123,7 +123,8 @@ export function Lines({ rows, wrap, marks, query, onQuery }) {
   const heights = useRef(new Map());
   const [, remeasured] = useState(0);
   const blocks = Math.ceil(rows.length / BLOCK);
-  useEffect(() => { heights.current = new Map(); }, [wrap]);
+  // Heights measured for other lines or another wrapping are no guide.
+  useEffect(() => { heights.current = new Map(); }, [wrap, query]);
   useEffect(() => {
     const el = scroller.current;
     let frame = 0;

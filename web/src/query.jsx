@@ -6,7 +6,7 @@ import { get, tail } from './api.js';
 import { Histogram, MetricChart } from './charts.jsx';
 import { Lines } from './lines.jsx';
 import { completionAt, errorOffset, highlights, isMetric } from './logql.js';
-import { RANGES, bounds, resolve, step } from './state.js';
+import { RANGES, bounds, step } from './state.js';
 
 const LIVE_CAP = 10000;
 const toNs = (ms) => `${BigInt(Math.floor(ms)) * 1000000n}`;
@@ -210,5 +210,3 @@ export function QueryView({ state, go }) {
     </main>
   );
 }
-
-export { resolve };

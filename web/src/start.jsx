@@ -9,14 +9,16 @@ const ALL = '{service_name=~".+"}';
 const key = (labels) => JSON.stringify(Object.entries(labels).filter(([k]) => k !== 'detected_level').sort());
 const q = (pairs) => `{${pairs.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}}`;
 const size = (b) => (b >= 1 << 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : b >= 1 << 20 ? `${(b / 2 ** 20).toFixed(1)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
+const rate = (r) => (r >= 100 ? r.toFixed(0) : r >= 1 ? r.toFixed(1) : r.toFixed(2));
 const ago = (s) => {
   if (!s) return 'no lines in 24 h';
   const d = Date.now() / 1000 - s;
   return d < 120 ? 'active now' : d < 7200 ? `${Math.round(d / 60)} min ago` : `${Math.round(d / 3600)} h ago`;
 };
 
-/** Streams with their figures: lines and bytes in the last hour, the
- *  last 10-minute bucket with lines (within 24 h). */
+/** Streams with their figures: lines in the last 10 minutes (the rate),
+ *  bytes in the last hour, the last 10-minute bucket with lines (within
+ *  24 h). */
 async function streams() {
   const now = Math.floor(Date.now() / 1000);
   const [series, counts, bytes] = await Promise.all([
@@ -30,7 +32,7 @@ async function streams() {
     const e = byKey.get(key(s.metric)) || { labels: s.metric, lines: 0, bytes: 0, last: 0 };
     for (const [t, v] of s.values) {
       if (Number(v) > 0) e.last = Math.max(e.last, Number(t));
-      if (Number(t) > now - 3600) e.lines += Number(v);
+      if (Number(t) >= now) e.lines = Number(v);
     }
     byKey.set(key(s.metric), e);
   }
@@ -69,7 +71,7 @@ function Tree({ nodes, path, open }) {
           <li key={n.value}>
             <div class="entry" data-testid="source">
               <a href={href({ q: q(pairs), from: 'now-1h', to: 'now' })} onClick={open}>{n.value}</a>
-              <span class="figures">{(n.lines / 60).toFixed(n.lines >= 600 ? 0 : 2)} lines/min · {size(n.bytes)} in the last hour · {ago(n.last)}</span>
+              <span class="figures">{rate(n.lines / 10)} lines/min · {size(n.bytes)} in the last hour · {ago(n.last)}</span>
             </div>
             {n.children && <Tree nodes={n.children} path={pairs} open={open} />}
           </li>

@@ -11,11 +11,13 @@ import { chromium } from 'playwright-core';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
 export const BINARY = process.env.MONITORING_RS_BIN || join(root, 'target/debug/monitoring-rs');
+/** The test kit's stand-in Kubernetes node. */
+export const LOADGEN = process.env.LOADGEN_BIN || join(root, 'target/debug/loadgen');
 export const SHOTS = join(root, 'target/ui-screenshots');
 mkdirSync(SHOTS, { recursive: true });
 
 /** A free port on `host`. */
-function freePort(host) {
+export function freePort(host) {
   return new Promise((ok, fail) => {
     const s = net.createServer();
     s.once('error', fail);

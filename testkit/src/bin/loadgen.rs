@@ -7,6 +7,10 @@
 //! cargo run -p monitoring-rs-testkit --bin loadgen -- --pods 50 --rate 2000 --out /tmp/node
 //! cargo run -- --log-collector kubernetes --root-path /tmp/node/var/log/containers --kubeconfig /tmp/node/kubeconfig
 //! ```
+//!
+//! With `--user alice-token=alice:team-1` the fake API server also knows a
+//! user who may read one namespace: open the daemon's page and give it
+//! `alice-token`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use clap::Parser;
 use testkit::api_server::FakeApiServer;
 use testkit::kubelet::{Container, Node};
 use testkit::messages::{Rng, message};
+use testkit::reviews::Grant;
 
 /// A stand-in Kubernetes node writing container logs.
 #[derive(Debug, Parser)]
@@ -44,6 +49,11 @@ struct Args {
     /// Replace one pod (delete it, start another) this often; 0 = never.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     churn_every: Duration,
+    /// A user of the fake API server, `TOKEN=USER:NAMESPACE` (`*`: every
+    /// namespace): the token authenticates as USER, who may read the pod
+    /// logs of NAMESPACE. Repeatable; for trying `--auth kubernetes`.
+    #[arg(long = "user", value_parser = parse_user)]
+    users: Vec<(String, String, String)>,
     /// Stop after this long; 0 = run until interrupted.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -56,6 +66,19 @@ struct Pod {
     containers: Vec<Container>,
 }
 
+fn parse_user(text: &str) -> Result<(String, String, String), String> {
+    let (token, rest) = text
+        .split_once('=')
+        .ok_or("expected TOKEN=USER:NAMESPACE")?;
+    let (user, namespace) = rest
+        .split_once(':')
+        .ok_or("expected TOKEN=USER:NAMESPACE")?;
+    if token.is_empty() || user.is_empty() || namespace.is_empty() {
+        return Err("expected TOKEN=USER:NAMESPACE, none of them empty".into());
+    }
+    Ok((token.into(), user.into(), namespace.into()))
+}
+
 fn now_ns() -> i64 {
     testkit::now_ns()
 }
@@ -64,6 +87,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let node = Node::new(&args.out).context("cannot create --out")?;
     let api = FakeApiServer::start();
+    for (token, user, namespace) in &args.users {
+        api.reviews().add_user(token, user, &[]);
+        let grant = if namespace == "*" {
+            Grant::Cluster
+        } else {
+            Grant::Namespace(namespace.clone())
+        };
+        api.reviews().grant(&format!("user:{user}"), grant);
+    }
     let kubeconfig = args.out.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig)
         .context("cannot write the kubeconfig")?;
