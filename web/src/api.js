@@ -21,12 +21,12 @@ export const onNeedsToken = (f) => (needsToken.add(f), () => needsToken.delete(f
 
 /** GET `path` with `params`; the JSON answer, its warnings and the peers
  *  that did not answer. */
-export async function get(path, params = {}, signal) {
+export async function get(path, params = {}, signal, extra = {}) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(params)) {
     if (v !== undefined && v !== null && v !== '') url.searchParams.set(k, v);
   }
-  const headers = {};
+  const headers = { ...extra };
   if (token.get()) headers.Authorization = `Bearer ${token.get()}`;
   const response = await fetch(url, { headers, signal });
   const text = await response.text();
@@ -41,6 +41,10 @@ export async function get(path, params = {}, signal) {
     .split(',').map((s) => s.trim()).filter(Boolean);
   return { body, warnings: body.warnings || [], missing };
 }
+
+/** Asks for stream labels, structured metadata and parsed labels apart
+ *  (as Grafana does). */
+export const CATEGORIZED = { 'X-Loki-Response-Encoding-Flags': 'categorize-labels' };
 
 /** A WebSocket live tail of `query`; the token goes as a subprotocol, as
  *  the Kubernetes API server takes it (a browser cannot set headers). */

@@ -6,7 +6,7 @@ import { AnsiUp } from 'ansi_up';
 import { get } from './api.js';
 import { levelColour } from './charts.jsx';
 import { fields } from './fields.js';
-import { streamSelector, withField, withMatcher } from './logql.js';
+import { streamSelector, withField, withMatcher, withStage } from './logql.js';
 
 const BLOCK = 100;
 const ROW = 22; // px, a row's height before it is measured
@@ -73,14 +73,22 @@ function Details({ row, query, onQuery }) {
       <button type="button" title="Filter out this value" aria-label="Filter out this value" onClick={() => onQuery(outQuery)}>!=</button>
     </span>
   );
+  // Stream labels filter in the selector; structured metadata and parsed
+  // labels with a label filter after the query's own stages.
+  const table = (caption, entries, forValue, testid) => entries.length > 0 && (
+    <table data-testid={testid}>
+      <caption>{caption}</caption>
+      <tbody>{entries.map(([k, v]) => (
+        <tr key={k}><th scope="row">{k}</th><td>{v}</td><td>{filterButtons(forValue(k, '=', v), forValue(k, '!=', v))}</td></tr>
+      ))}</tbody>
+    </table>
+  );
+  const stage = (k, op, v) => withStage(query, `| ${k}${op}${JSON.stringify(v)}`);
   return (
     <div class="details" data-testid="details">
-      <table>
-        <caption>Labels</caption>
-        <tbody>{Object.entries(row.labels).map(([k, v]) => (
-          <tr key={k}><th scope="row">{k}</th><td>{v}</td><td>{filterButtons(withMatcher(query, k, '=', v), withMatcher(query, k, '!=', v))}</td></tr>
-        ))}</tbody>
-      </table>
+      {table('Labels', Object.entries(row.labels), (k, op, v) => withMatcher(query, k, op, v), 'labels')}
+      {table('Structured metadata', Object.entries(row.metadata || {}), stage, 'metadata')}
+      {table('Parsed labels', Object.entries(row.parsed || {}), stage, 'parsed')}
       {parsed.fields.length > 0 && (
         <table data-testid="fields">
           <caption>Fields ({parsed.parser})</caption>

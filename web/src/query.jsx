@@ -2,7 +2,7 @@
 // range, the level histogram, and the lines (or a metric query's chart),
 // with a live tail.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { get, tail } from './api.js';
+import { CATEGORIZED, get, tail } from './api.js';
 import { Histogram, MetricChart } from './charts.jsx';
 import { Lines } from './lines.jsx';
 import { completionAt, errorOffset, highlights, isMetric } from './logql.js';
@@ -11,12 +11,20 @@ import { RANGES, bounds, step } from './state.js';
 const LIVE_CAP = 10000;
 const toNs = (ms) => `${BigInt(Math.floor(ms)) * 1000000n}`;
 
+/** Rows from a `streams` result; a value's third element (asked with
+ *  categorize-labels) holds its structured metadata and parsed labels. */
 function rowsOf(result, start = 0) {
   const rows = [];
   let id = start;
   for (const s of result) {
-    const level = s.stream.detected_level || 'unknown';
-    for (const [ts, line] of s.values) rows.push({ id: id++, ts, labels: s.stream, level, line });
+    // Uncategorised (the live tail), the level rides among the labels.
+    const { detected_level: streamLevel, ...labels } = s.stream;
+    for (const [ts, line, categories] of s.values) {
+      const metadata = { ...(streamLevel ? { detected_level: streamLevel } : {}), ...((categories && categories.structuredMetadata) || {}) };
+      const parsed = (categories && categories.parsed) || {};
+      const level = metadata.detected_level || 'unknown';
+      rows.push({ id: id++, ts, labels, metadata, parsed, level, line });
+    }
   }
   rows.sort((a, b) => (BigInt(b.ts) > BigInt(a.ts) ? 1 : BigInt(b.ts) < BigInt(a.ts) ? -1 : 0));
   return rows;
@@ -144,7 +152,7 @@ export function QueryView({ state, go }) {
         const first = Math.ceil(start / 1000 / s) * s;
         const last = Math.ceil(end / 1000 / s) * s;
         const [lines, histogram] = await Promise.all([
-          get('/loki/api/v1/query_range', { query: state.q, start: toNs(start), end: toNs(end), limit, direction: 'backward' }, abort.signal),
+          get('/loki/api/v1/query_range', { query: state.q, start: toNs(start), end: toNs(end), limit, direction: 'backward' }, abort.signal, CATEGORIZED),
           get('/loki/api/v1/query_range', { query: `sum by (detected_level) (count_over_time(${state.q} [${s}s]))`, start: toNs(first * 1000), end: toNs(last * 1000), step: `${s}s` }, abort.signal),
         ]);
         const times = [];

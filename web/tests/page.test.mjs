@@ -79,9 +79,13 @@ test('dragging across the histogram narrows the range', async () => {
 });
 
 test('a line expands to its labels and fields, and filters from them', async () => {
-  await open({ q: '{path=~".+db.log"}' });
+  await open({ q: '{path=~".+db.log"} | logfmt' });
   const first = page.locator('[data-testid=line]').first();
   await first.locator('.summary').click();
+  // Stream labels, structured metadata and the query's parsed labels apart.
+  assert.match(await first.locator('[data-testid=labels]').textContent(), /path/);
+  assert.match(await first.locator('[data-testid=metadata]').textContent(), /detected_level\s*info/);
+  assert.match(await first.locator('[data-testid=parsed]').textContent(), /seq\s*39/);
   const fields = first.locator('[data-testid=fields]');
   await fields.waitFor();
   const text = await fields.textContent();
