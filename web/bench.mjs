@@ -42,4 +42,4 @@ mkdirSync(join(process.cwd(), '../target/bench'), { recursive: true });
 writeFileSync(join(process.cwd(), '../target/bench/ui.json'), JSON.stringify(report, null, 2));
 console.log(report);
 await chrome.close();
-node.stop();
+await node.stop();

@@ -190,7 +190,11 @@ export function QueryView({ state, go }) {
   const resume = () => { setLive((old) => [...held.current, ...old].slice(0, LIVE_CAP)); held.current = []; setPaused(false); };
   const rows = result && result.rows ? (state.live ? [...live, ...result.rows].slice(0, LIVE_CAP + limit) : result.rows) : [];
   const marks = highlights(state.q);
-  const notes = result ? [...(result.warnings || []), ...(result.missing || []).map((p) => `No answer from ${p}: the result may be partial.`)] : [];
+  // The server's warnings name the peers that did not answer; the header
+  // alone (an answer without warnings) is said here.
+  const notes = !result ? [] : result.warnings && result.warnings.length
+    ? [...new Set(result.warnings)]
+    : (result.missing || []).map((p) => `No answer from ${p}: the result may be partial.`);
   return (
     <main class="query">
       <QueryBar value={state.q} error={error} onRun={(q) => go({ q }, true)} />

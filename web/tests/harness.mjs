@@ -64,7 +64,15 @@ export async function daemon(host, files, expect, args = []) {
   return {
     url, logs,
     append: (path, lines) => appendFileSync(join(logs, path), lines.map((l) => `${l}\n`).join('')),
-    stop: () => { child.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); },
+    /** Stops the daemon (waiting for it to exit) and removes its folder. */
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((ok) => child.once('exit', ok));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 

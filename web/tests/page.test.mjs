@@ -14,7 +14,7 @@ before(async () => {
   chrome = await browser();
   page = await chrome.context.newPage();
 });
-after(async () => { await chrome?.close(); node?.stop(); });
+after(async () => { await chrome?.close(); await node?.stop(); });
 
 const open = async (params = {}) => {
   const qs = new URLSearchParams(params).toString();
