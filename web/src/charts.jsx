@@ -17,7 +17,8 @@ function usePlot(make, deps) {
   const box = useRef(null);
   useEffect(() => {
     if (!box.current) return undefined;
-    const plot = make(box.current, box.current.clientWidth || 800);
+    // A canvas knows no currentColor: axes take the text colour (dark mode).
+    const plot = make(box.current, box.current.clientWidth || 800, getComputedStyle(box.current).color);
     if (!plot) return undefined;
     const resize = new ResizeObserver(() => plot.setSize({ width: box.current.clientWidth, height: plot.height }));
     resize.observe(box.current);
@@ -34,7 +35,7 @@ export function Histogram({ times, series, onZoom }) {
     const s = series.find((x) => x.level === l);
     return times.map((t) => (s && s.points.get(t)) || 0);
   });
-  const box = usePlot((el, width) => {
+  const box = usePlot((el, width, fg) => {
     // Stacked: each band is drawn from the running total of those below.
     const stacked = [];
     let acc = times.map(() => 0);
@@ -43,7 +44,7 @@ export function Histogram({ times, series, onZoom }) {
     return new uPlot({
       width, height: 120, legend: { show: false }, cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
-      axes: [{ stroke: 'currentColor', grid: { show: false } }, { stroke: 'currentColor', size: 40, grid: { stroke: 'rgba(128,128,128,.2)' } }],
+      axes: [{ stroke: fg, grid: { show: false } }, { stroke: fg, size: 40, grid: { stroke: 'rgba(128,128,128,.2)' } }],
       series: [{}, ...levels.map((l) => ({ label: l, fill: levelColour(l), stroke: levelColour(l), paths: bars, points: { show: false } })).reverse()],
       hooks: { setSelect: [(u) => {
         if (u.select.width < 3) return;
@@ -77,9 +78,9 @@ export function MetricChart({ result }) {
     const at = new Map(s.values.map((v) => [Number(v[0]), Number(v[1])]));
     return times.map((t) => (at.has(t) ? at.get(t) : null));
   });
-  const box = usePlot((el, width) => new uPlot({
+  const box = usePlot((el, width, fg) => new uPlot({
     width, height: 300, scales: { x: { time: true } },
-    axes: [{ stroke: 'currentColor' }, { stroke: 'currentColor', size: 60, grid: { stroke: 'rgba(128,128,128,.2)' } }],
+    axes: [{ stroke: fg }, { stroke: fg, size: 60, grid: { stroke: 'rgba(128,128,128,.2)' } }],
     series: [{}, ...result.map((s, i) => ({ label: name(s.metric), stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: false }))],
   }, [times, ...data], el), [JSON.stringify(result)]);
   return (

@@ -168,3 +168,29 @@ test('a metric query draws a chart', async () => {
   await page.locator('[data-testid=metric-chart] canvas').waitFor();
   await shot(page, 'metric');
 });
+
+test('dark mode follows the system and keeps the text readable', async () => {
+  await page.emulateMedia({ colorScheme: 'dark' });
+  try {
+    await open({ q: '{path=~".+app.log"} |= "needle=yes"' });
+    await page.locator('[data-testid=line]').first().waitFor();
+    const [bg, fg] = await page.evaluate(() => {
+      const s = getComputedStyle(document.body);
+      return [s.backgroundColor, s.color];
+    });
+    // Relative luminance contrast, WCAG's formula.
+    const lum = (rgb) => {
+      const [r, g, b] = rgb.match(/\d+/g).slice(0, 3).map((v) => {
+        const c = Number(v) / 255;
+        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const [l1, l2] = [lum(bg), lum(fg)].sort((x, y) => y - x);
+    assert.ok(lum(bg) < 0.05, `a dark background: ${bg}`);
+    assert.ok((l1 + 0.05) / (l2 + 0.05) >= 7, `contrast of ${fg} on ${bg}`);
+    await shot(page, 'dark');
+  } finally {
+    await page.emulateMedia({ colorScheme: 'light' });
+  }
+});
