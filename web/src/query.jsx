@@ -49,7 +49,8 @@ function QueryBar({ value, onRun, error }) {
     const pos = menu.pos;
     const head = text.slice(0, pos - menu.word.length);
     const tail = text.slice(pos);
-    const insert = menu.kind === 'name' ? `${item}=` : item;
+    // A value goes inside the quotes: escaped as a LogQL string.
+    const insert = menu.kind === 'name' ? `${item}=` : JSON.stringify(item).slice(1, -1);
     const next = `${head}${insert}${menu.kind === 'name' ? '"' : ''}${tail}`;
     setText(next);
     setMenu(null);
@@ -125,7 +126,7 @@ export function QueryView({ state, go }) {
   const [result, setResult] = useState(null); // { kind, rows | matrix, histogram, warnings }
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
-  const [limit, setLimit] = useState(1000);
+  const limit = state.limit;
   const [paused, setPaused] = useState(false);
   const [live, setLive] = useState([]);
   const held = useRef([]);
@@ -204,7 +205,7 @@ export function QueryView({ state, go }) {
           <label><input type="checkbox" checked={state.live} onChange={(e) => go({ live: e.target.checked })} /> Live</label>
           {state.live && <button type="button" onClick={() => (paused ? resume() : setPaused(true))}>{paused ? `Resume (${held.current.length})` : 'Pause'}</button>}
           <label><input type="checkbox" checked={state.wrap} onChange={(e) => go({ wrap: e.target.checked })} /> Wrap lines</label>
-          <label>Limit <select value={limit} onChange={(e) => setLimit(Number(e.target.value))}>
+          <label>Limit <select value={limit} onChange={(e) => go({ limit: Number(e.target.value) }, true)}>
             {[100, 1000, 5000, 20000, 100000].map((n) => <option key={n} value={n}>{n}</option>)}
           </select></label>
         </>}

@@ -1,5 +1,5 @@
 // What the page shows, kept in the URL so that it can be shared and the
-// back button works: ?q=<LogQL>&from=<ms|now-1h>&to=<ms|now>&live=1&wrap=1.
+// back button works: ?q=<LogQL>&from=<ms|now-1h>&to=<ms|now>&limit=N&live=1&wrap=1.
 export const RANGES = [
   ['now-5m', 'Last 5 minutes'], ['now-15m', 'Last 15 minutes'], ['now-1h', 'Last hour'],
   ['now-6h', 'Last 6 hours'], ['now-24h', 'Last 24 hours'], ['now-7d', 'Last 7 days'],
@@ -14,6 +14,7 @@ export function read() {
     to: p.get('to') || 'now',
     live: p.get('live') === '1',
     wrap: p.get('wrap') === '1',
+    limit: Number(p.get('limit')) || 1000,
   };
 }
 
@@ -22,6 +23,7 @@ export function href(state) {
   if (state.q) p.set('q', state.q);
   if (state.q && state.from !== 'now-1h') p.set('from', state.from);
   if (state.q && state.to !== 'now') p.set('to', state.to);
+  if (state.q && state.limit && state.limit !== 1000) p.set('limit', String(state.limit));
   if (state.live) p.set('live', '1');
   if (state.wrap) p.set('wrap', '1');
   const s = p.toString();

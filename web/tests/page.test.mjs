@@ -133,11 +133,12 @@ test('a parse error is shown where it is', async () => {
 
 test('the URL round-trips the query, range and options', async () => {
   const from = String(Date.now() - 30 * 60e3), to = String(Date.now());
-  await open({ q: '{path=~".+db.log"} |= "seq=3"', from, to, wrap: '1' });
+  await open({ q: '{path=~".+db.log"} |= "seq=3"', from, to, wrap: '1', limit: '5000' });
   await page.locator('[data-testid=line]').first().waitFor();
   await settle();
   assert.equal(await page.locator('#query').inputValue(), '{path=~".+db.log"} |= "seq=3"');
   assert.ok(await page.getByLabel('Wrap lines').isChecked());
+  assert.equal(await page.getByLabel('Limit').inputValue(), '5000');
   const p = new URL(page.url()).searchParams;
   assert.equal(p.get('from'), from);
   assert.equal(p.get('to'), to);
