@@ -131,8 +131,10 @@ export function Lines({ rows, wrap, marks, query, onQuery }) {
   const heights = useRef(new Map());
   const [, remeasured] = useState(0);
   const blocks = Math.ceil(rows.length / BLOCK);
-  // Heights measured for other lines or another wrapping are no guide.
+  // Heights measured for other lines or another wrapping are no guide,
+  // and rows of another query are not the ones that were open.
   useEffect(() => { heights.current = new Map(); }, [wrap, query]);
+  useEffect(() => setOpen(new Set()), [query]);
   useEffect(() => {
     const el = scroller.current;
     let frame = 0;
