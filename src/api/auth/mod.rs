@@ -250,7 +250,8 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     String::from_utf8(token).ok().filter(|t| !t.is_empty())
 }
 
-/// Authenticates every request but `/ready` and records what it may read
+/// Authenticates every request but `/ready` and the page's own files
+/// (`/`, `/ui/…`: they hold no data) and records what it may read
 /// as its [`Access`]; `/metrics` also needs `get` on `/metrics` unless
 /// `--metrics-auth none`.
 pub async fn middleware(
@@ -385,5 +386,40 @@ impl Access {
             Access::Open => None,
             Access::User(who) => Some(who),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_the_header_or_a_websocket_subprotocol() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        // "alice-token", base64url without padding, beside the page's own.
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(
+                "monitoring-rs, base64url.bearer.authorization.k8s.io.YWxpY2UtdG9rZW4",
+            ),
+        );
+        assert_eq!(bearer(&headers).as_deref(), Some("alice-token"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer other"),
+        );
+        assert_eq!(
+            bearer(&headers).as_deref(),
+            Some("other"),
+            "the header wins"
+        );
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        assert_eq!(bearer(&headers), None);
     }
 }
