@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, SeverityNumb
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::batch::{Batch, Stream};
+use super::batch::{Batch, Item, Stream};
 use super::reuse::{Pool, fit, set, set_bytes};
 use crate::log_database::labels::Labels;
 use crate::log_database::level::Level;
@@ -80,10 +80,10 @@ fn put(list: &mut Vec<KeyValue>, n: &mut usize, key: &[&str], value: &str) {
     string_value(&mut attribute.value, value);
 }
 
-/// Fills `resource` with the resource attributes of a stream; its
-/// `log.iostream`, a log attribute, is returned.
-fn attributes<'a>(labels: &'a Labels, resource: &mut Vec<KeyValue>) -> Option<&'a str> {
-    let (mut n, mut iostream) = (0, None);
+/// Fills `resource` with the resource attributes of a stream (its
+/// `stream`, `log.iostream`, is a log attribute: each record has it).
+fn attributes(labels: &Labels, resource: &mut Vec<KeyValue>) {
+    let mut n = 0;
     for (name, value) in labels.iter() {
         if let Some((_, attribute)) = RESOURCE.iter().find(|(l, _)| *l == name) {
             // The runtime's scheme prefix is not part of the id.
@@ -93,14 +93,11 @@ fn attributes<'a>(labels: &'a Labels, resource: &mut Vec<KeyValue>) -> Option<&'
                 value
             };
             put(resource, &mut n, &[attribute], value);
-        } else if name == "stream" {
-            iostream = Some(value);
-        } else if !ALIASES.contains(&name) {
+        } else if name != "stream" && !ALIASES.contains(&name) {
             put(resource, &mut n, &["k8s.pod.label.", name], value);
         }
     }
     resource.truncate(n);
-    iostream
 }
 
 /// The OpenTelemetry severity of a detected level.
@@ -164,10 +161,9 @@ impl Encoder {
             }
         }
         let resources = self.resources.fit(resource_logs, n);
-        for (group, resource_logs) in resources.iter_mut().enumerate() {
-            let from = self.order.partition_point(|&(g, _)| g < group);
-            let to = self.order.partition_point(|&(g, _)| g <= group);
-            let streams = self.order[from..to].iter().map(|&(_, i)| &batch.streams[i]);
+        let groups = self.order.chunk_by(|a, b| a.0 == b.0);
+        for (resource_logs, group) in resources.iter_mut().zip(groups) {
+            let streams = group.iter().map(|&(_, i)| &batch.streams[i]);
             fill_resource(resource_logs, streams, batch, &mut self.records);
         }
     }
@@ -188,53 +184,46 @@ fn resource_key(labels: &Labels) -> u64 {
 /// Fills `resource_logs` with the streams of one resource.
 fn fill_resource<'a>(
     resource_logs: &mut ResourceLogs,
-    mut streams: impl Iterator<Item = &'a Stream>,
+    streams: impl Iterator<Item = &'a Stream> + Clone,
     batch: &Batch,
     pool: &mut Pool<LogRecord>,
 ) {
-    let Some(first) = streams.next() else {
+    let Some(first) = streams.clone().next() else {
         return;
     };
     let resource = resource_logs.resource.get_or_insert_with(Resource::default);
-    let iostream = attributes(&first.labels, &mut resource.attributes);
+    // The streams differ in `stream` alone, which each record carries.
+    attributes(&first.labels, &mut resource.attributes);
     let scope_logs = &mut fit(&mut resource_logs.scope_logs, 1)[0];
     let scope = scope_logs
         .scope
         .get_or_insert_with(InstrumentationScope::default);
     set(&mut scope.name, "monitoring-rs");
     set(&mut scope.version, env!("CARGO_PKG_VERSION"));
-    let records = &mut scope_logs.log_records;
-    pool.give(records);
-    fill_records(records, first, iostream, batch, pool);
+    let total = streams.clone().map(|s| s.items.len()).sum();
+    let mut records = pool.fit(&mut scope_logs.log_records, total).iter_mut();
     for stream in streams {
         let iostream = stream.labels.get("stream");
-        fill_records(records, stream, iostream, batch, pool);
+        // Items first: zip takes from its first side before it ends.
+        for (item, record) in stream.items.iter().zip(records.by_ref()) {
+            fill_record(record, item, iostream, batch);
+        }
     }
 }
 
-/// Appends the records of `stream` to `records`.
-fn fill_records(
-    records: &mut Vec<LogRecord>,
-    stream: &Stream,
-    iostream: Option<&str>,
-    batch: &Batch,
-    pool: &mut Pool<LogRecord>,
-) {
-    let start = records.len();
-    let records = pool.fit(records, start + stream.items.len());
-    for (record, item) in records[start..].iter_mut().zip(&stream.items) {
-        let (number, text) = severity(item.level);
-        record.time_unix_nano = item.ts.max(0) as u64;
-        record.observed_time_unix_nano = item.observed.max(0) as u64;
-        record.severity_number = number as i32;
-        set(&mut record.severity_text, text);
-        body_value(&mut record.body, batch.line(item));
-        let mut n = 0;
-        if let Some(iostream) = iostream {
-            put(&mut record.attributes, &mut n, &["log.iostream"], iostream);
-        }
-        record.attributes.truncate(n);
+/// Fills `record` with `item`, a line of `batch` from the `iostream` stream.
+fn fill_record(record: &mut LogRecord, item: &Item, iostream: Option<&str>, batch: &Batch) {
+    let (number, text) = severity(item.level);
+    record.time_unix_nano = item.ts.max(0) as u64;
+    record.observed_time_unix_nano = item.observed.max(0) as u64;
+    record.severity_number = number as i32;
+    set(&mut record.severity_text, text);
+    body_value(&mut record.body, batch.line(item));
+    let mut n = 0;
+    if let Some(iostream) = iostream {
+        put(&mut record.attributes, &mut n, &["log.iostream"], iostream);
     }
+    record.attributes.truncate(n);
 }
 
 /// Records the receiver rejected in a successful answer (OTLP's partial

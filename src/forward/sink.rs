@@ -329,7 +329,6 @@ impl Sink {
         if self.batch.is_empty() {
             return !self.shutdown.is_triggered();
         }
-        let sample = self.sample();
         let (content_type, encoding, body) = match &self.config.format {
             Format::Otlp { gzip } => {
                 let raw = self.otlp.encode(&self.batch);
@@ -372,7 +371,7 @@ impl Sink {
                         self.status
                             .rejected_entries
                             .fetch_add(refused, Ordering::Relaxed);
-                        self.log_reject(&format!("partial success: {message}"), &sample);
+                        self.log_reject(&format!("partial success: {message}"));
                     }
                     self.status.sent_entries.fetch_add(taken, Ordering::Relaxed);
                     self.status.sent_bytes.fetch_add(size, Ordering::Relaxed);
@@ -387,7 +386,7 @@ impl Sink {
                     self.status
                         .rejected_entries
                         .fetch_add(self.batch.entries as u64, Ordering::Relaxed);
-                    self.log_reject(&message, &sample);
+                    self.log_reject(&message);
                     *self
                         .status
                         .last_error
@@ -471,7 +470,7 @@ impl Sink {
         })
     }
 
-    fn log_reject(&mut self, message: &str, sample: &Option<(String, String)>) {
+    fn log_reject(&mut self, message: &str) {
         let quiet = self
             .last_reject_log
             .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
@@ -479,6 +478,8 @@ impl Sink {
             return;
         }
         self.last_reject_log = Some(std::time::Instant::now());
+        // The batch is intact until it is cleared after this try.
+        let sample = self.sample();
         tracing::warn!(sink = self.config.name, entries = self.batch.entries, message, sample = ?sample, "The receiver refused a batch for good; it is dropped and counted (rejected_entries).");
     }
 }
