@@ -1,9 +1,10 @@
 //! Stand-ins for a cluster, for tests, demos and benchmarks: a fake API
 //! server that the real kube-rs client talks to, a kubelet-like writer of
-//! container logs, a message generator, and a harness that runs the real
+//! container logs, message generators (ten real applications' formats), and a harness that runs the real
 //! daemon binary. A workspace member of its own so the daemon never links it.
 
 pub mod api_server;
+pub mod apps;
 pub mod daemon;
 pub mod kubelet;
 pub mod messages;

@@ -1,6 +1,10 @@
 //! Runs a stand-in node: a fake Kubernetes API server and a kubelet-like
 //! writer producing container logs at a chosen rate, with a skewed rate per
-//! container, rotation at a size limit and pod churn. Point monitoring-rs at
+//! container, rotation at a size limit and pod churn. Each pod runs one of
+//! ten kinds of application (Spring, zap, nginx, Envoy, Python, pino,
+//! logfmt, Redis, a controller, PostgreSQL) and logs as it would; a second
+//! container is an Envoy sidecar. `--backlog-bytes` first writes a backlog
+//! as fast as it can, for watching a catch-up. Point monitoring-rs at
 //! it to watch it work without a cluster:
 //!
 //! ```sh
@@ -20,8 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use testkit::api_server::FakeApiServer;
+use testkit::apps::{App, PROFILES, Profile};
 use testkit::kubelet::{Container, Node};
-use testkit::messages::{Rng, message};
+use testkit::messages::Rng;
 use testkit::reviews::Grant;
 
 /// A stand-in Kubernetes node writing container logs.
@@ -54,6 +59,10 @@ struct Args {
     /// logs of NAMESPACE. Repeatable; for trying `--auth kubernetes`.
     #[arg(long = "user", value_parser = parse_user)]
     users: Vec<(String, String, String)>,
+    /// Before writing at `--rate`, write this many bytes of logs as fast
+    /// as possible, round robin over the containers (rotating as usual).
+    #[arg(long, default_value_t = 0)]
+    backlog_bytes: u64,
     /// Stop after this long; 0 = run until interrupted.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -63,7 +72,7 @@ struct Pod {
     namespace: String,
     name: String,
     uid: String,
-    containers: Vec<Container>,
+    containers: Vec<(Container, App)>,
 }
 
 fn parse_user(text: &str) -> Result<(String, String, String), String> {
@@ -81,6 +90,25 @@ fn parse_user(text: &str) -> Result<(String, String, String), String> {
 
 fn now_ns() -> i64 {
     testkit::now_ns()
+}
+
+/// Writes the application's next line to its container, rotating at
+/// `rotate_bytes`; returns the line's length.
+fn log(
+    container: &mut Container,
+    app: &mut App,
+    line: &mut Vec<u8>,
+    rotate_bytes: u64,
+    rotations: &mut u64,
+) -> anyhow::Result<u64> {
+    let ts = now_ns();
+    let stream = app.line(ts, line);
+    container.write(stream, ts, line)?;
+    if container.size()? >= rotate_bytes {
+        container.rotate()?;
+        *rotations += 1;
+    }
+    Ok(line.len() as u64)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -110,7 +138,8 @@ fn main() -> anyhow::Result<()> {
     let mut serial = 0usize;
     let mut start_pod = |api: &FakeApiServer, rng: &mut Rng| -> anyhow::Result<Pod> {
         serial += 1;
-        let app = ["web", "api", "worker", "db", "cache"][serial % 5];
+        let profile = PROFILES[serial % PROFILES.len()];
+        let app = profile.app_name();
         let namespace = format!("team-{}", serial % 4);
         let name = format!("{app}-{serial:05}-{:05x}", rng.below(1 << 20));
         let uid = format!(
@@ -128,12 +157,18 @@ fn main() -> anyhow::Result<()> {
         );
         let containers = (0..args.containers)
             .map(|c| {
-                node.start(
-                    &namespace,
-                    &name,
-                    &uid,
-                    if c == 0 { app } else { "sidecar" },
-                )
+                let (container, profile) = if c == 0 {
+                    (app.to_string(), profile)
+                } else if c == 1 {
+                    ("istio-proxy".to_string(), Profile::Istio)
+                } else {
+                    (format!("sidecar-{c}"), Profile::Logfmt)
+                };
+                let seed = (serial * 8 + c) as u64;
+                Ok((
+                    node.start(&namespace, &name, &uid, &container)?,
+                    App::new(profile, seed),
+                ))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Pod {
@@ -146,6 +181,27 @@ fn main() -> anyhow::Result<()> {
     let mut pods: Vec<Pod> = (0..args.pods)
         .map(|_| start_pod(&api, &mut rng))
         .collect::<anyhow::Result<_>>()?;
+
+    if args.backlog_bytes > 0 {
+        let started = Instant::now();
+        let (mut bytes, mut lines, mut rotations) = (0u64, 0u64, 0u64);
+        let mut line = Vec::with_capacity(512);
+        'backlog: loop {
+            for pod in &mut pods {
+                for (container, app) in &mut pod.containers {
+                    bytes += log(container, app, &mut line, args.rotate_bytes, &mut rotations)?;
+                    lines += 1;
+                    if bytes >= args.backlog_bytes {
+                        break 'backlog;
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "backlog: {lines} lines ({bytes} bytes), {rotations} rotations, in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -183,21 +239,9 @@ fn main() -> anyhow::Result<()> {
             let u = rng.below(1 << 20) as f64 / (1u64 << 20) as f64;
             let k = ((u * (slots.len() as f64 + 1.0).ln()).exp() as usize).saturating_sub(1);
             let (p, c) = slots[k.min(slots.len() - 1)];
-            line.clear();
-            message(&mut rng, &mut line);
-            let stream = if rng.below(10) == 0 {
-                "stderr"
-            } else {
-                "stdout"
-            };
-            let container = &mut pods[p].containers[c];
-            container.write(stream, now_ns(), &line)?;
+            let (container, app) = &mut pods[p].containers[c];
+            bytes += log(container, app, &mut line, args.rotate_bytes, &mut rotations)?;
             written += 1;
-            bytes += line.len() as u64;
-            if container.size()? >= args.rotate_bytes {
-                container.rotate()?;
-                rotations += 1;
-            }
         }
         if !args.churn_every.is_zero() && Instant::now() >= next_churn {
             next_churn += args.churn_every;
