@@ -184,7 +184,13 @@ struct Clock {
     klog_day: String,
     /// 02 Dec 2026 (Redis)
     redis_date: String,
+    /// 02/Dec/2026 (nginx)
+    access_date: String,
 }
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 impl Clock {
     fn at(&mut self, ns: i64) {
@@ -199,16 +205,15 @@ impl Clock {
         self.date = format!("{y:04}-{m:02}-{d:02}");
         self.time = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
         self.klog_day = format!("{m:02}{d:02}");
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        self.redis_date = format!("{d:02} {} {y:04}", MONTHS[(m - 1) as usize]);
+        let month = MONTHS[(m - 1) as usize];
+        self.redis_date = format!("{d:02} {month} {y:04}");
+        self.access_date = format!("{d:02}/{month}/{y:04}");
     }
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`).
-fn civil(days: i64) -> (i64, i64, i64) {
+pub fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -551,12 +556,6 @@ impl App {
             self.pick(STATUS),
             self.pick(AGENTS),
         );
-        let clock = &self.clock;
-        let (y, mo, day) = (&clock.date[0..4], &clock.date[5..7], &clock.date[8..10]);
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        let month = MONTHS[mo.parse::<usize>().unwrap_or(1) - 1];
         let bytes = if status == 304 {
             0
         } else {
@@ -564,8 +563,9 @@ impl App {
         };
         write!(
             out,
-            "{a}.{b}.{c}.{d} - - [{day}/{month}/{y}:{} +0000] \"{method} {path} HTTP/1.1\" {status} {bytes} \"https://shop.example.com/\" \"{agent}\" {:.3}",
-            clock.time,
+            "{a}.{b}.{c}.{d} - - [{}:{} +0000] \"{method} {path} HTTP/1.1\" {status} {bytes} \"https://shop.example.com/\" \"{agent}\" {:.3}",
+            self.clock.access_date,
+            self.clock.time,
             self.rng.below(900) as f64 / 1000.0
         )
         .unwrap();
