@@ -100,6 +100,12 @@ impl Entries {
         (0..self.len()).map(|i| (self.timestamps[i], self.line(i)))
     }
 
+    /// What these entries count against the store's head memory: the
+    /// lines and 13 bytes a line for timestamp, end and level.
+    pub fn held_bytes(&self) -> usize {
+        self.data.len() + 13 * self.len()
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.timestamps.len()

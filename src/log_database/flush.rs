@@ -83,6 +83,7 @@ impl Database {
             }
             let checkpoints: Vec<(String, Option<Vec<u8>>)> =
                 std::mem::take(&mut inner.pending).into_iter().collect();
+            inner.flushing_bytes = taken.iter().map(|(_, h)| h.held_bytes()).sum();
             (taken, checkpoints, new_streams)
         };
         if taken.is_empty() && checkpoints.is_empty() {
@@ -104,6 +105,7 @@ impl Database {
             Ok(blocks)
         });
         let mut inner = self.write_inner();
+        inner.flushing_bytes = 0;
         match result {
             Ok(blocks) => {
                 for block in blocks {
@@ -119,9 +121,7 @@ impl Database {
                         stream.flushing = None;
                         stream.unlogged = false;
                     }
-                    inner.head_bytes = inner
-                        .head_bytes
-                        .saturating_sub(head.data.len() + 13 * head.len());
+                    inner.head_bytes = inner.head_bytes.saturating_sub(head.held_bytes());
                 }
                 for (key, value) in checkpoints {
                     match value {

@@ -1,6 +1,8 @@
 //! The store's own upkeep on a thread of its own: every write is made
-//! durable within the flush interval, and retention runs at most once a
-//! minute after a flush. An idle store does not wake.
+//! durable within the flush interval, heads that grew large are flushed at
+//! once (so compression runs beside the writer rather than inside its
+//! call), and retention runs at most once a minute after a flush. An idle
+//! store does not wake.
 //!
 //! [`Database::start_maintenance`] returns a [`MaintenanceGuard`]; the
 //! thread lives as long as the guard, and stopping it (explicitly, or by
@@ -19,7 +21,11 @@ const RETENTION_EVERY: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct State {
     dirty: bool,
+    /// Heads are large: flush without waiting for the interval.
+    urgent: bool,
     stop: bool,
+    /// Maintenance threads running; with none, writers flush themselves.
+    threads: usize,
 }
 
 /// Wakes the maintenance thread when something was written.
@@ -34,6 +40,23 @@ impl Signal {
     pub(super) fn written(&self) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
         self.ready.notify_one();
+    }
+
+    /// Asks for a flush as soon as possible; false when no maintenance
+    /// thread runs, and the caller must flush itself.
+    pub(super) fn flush_soon(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.threads == 0 || s.stop {
+            return false;
+        }
+        s.urgent = true;
+        self.ready.notify_one();
+        true
+    }
+
+    fn running(&self, delta: isize) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.threads = s.threads.saturating_add_signed(delta);
     }
 
     fn stop(&self) {
@@ -58,9 +81,14 @@ impl Database {
         interval: Duration,
     ) -> std::io::Result<MaintenanceGuard> {
         let db = self.clone();
+        self.maintenance.running(1);
         let thread = std::thread::Builder::new()
             .name("store-maintenance".into())
-            .spawn(move || maintain(&db, interval))?;
+            .spawn(move || {
+                maintain(&db, interval);
+                db.maintenance.running(-1);
+            })
+            .inspect_err(|_| self.maintenance.running(-1))?;
         Ok(MaintenanceGuard {
             db: self.clone(),
             thread: Some(thread),
@@ -102,15 +130,16 @@ fn maintain(db: &Database, interval: Duration) {
         {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             // Sleep until something is written: an idle node does not wake.
-            while !s.dirty && !s.stop {
+            while !s.dirty && !s.urgent && !s.stop {
                 s = ready.wait(s).unwrap_or_else(|e| e.into_inner());
             }
             if s.stop {
                 return;
             }
-            // Gather writes for one interval, then flush them together.
+            // Gather writes for one interval, then flush them together,
+            // unless the heads are already large.
             let deadline = Instant::now() + interval;
-            while !s.stop {
+            while !s.stop && !s.urgent {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -124,6 +153,7 @@ fn maintain(db: &Database, interval: Duration) {
                 return;
             }
             s.dirty = false;
+            s.urgent = false;
         }
         if db.flush().is_err() {
             // Entries stay in memory; try again after another interval.
@@ -166,6 +196,56 @@ mod tests {
         }
         guard.stop().unwrap();
         assert_eq!(db.stats().chunks, 1);
+    }
+
+    #[test]
+    fn large_heads_are_flushed_by_the_thread_without_waiting_for_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            block_bytes: 1024,
+            ..Config::default()
+        };
+        let db = Arc::new(Database::open(dir.path(), config).unwrap().0);
+        let line = vec![b'x'; 600];
+        let batch = |at: &[u8]| WriteBatch {
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", "x")]),
+                [(now_ns(), line.as_slice()), (now_ns(), line.as_slice())],
+            )],
+            checkpoints: vec![("k".into(), Some(at.to_vec()))],
+        };
+        // Without the thread, the writer flushes a large head itself.
+        db.write(&batch(b"1")).unwrap();
+        db.write(&batch(b"2")).unwrap();
+        assert_eq!(db.checkpoints()["k"], b"2", "flushed inside write");
+        let guard = db.start_maintenance(Duration::from_secs(3600)).unwrap();
+        db.write(&batch(b"3")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.checkpoints()["k"] != b"3" {
+            assert!(
+                Instant::now() < deadline,
+                "an hour's interval was waited for"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Two blocks a write: its two lines are more than `block_bytes`.
+        assert_eq!(db.stats().chunks, 6);
+        // A small write still waits for the interval.
+        let small = WriteBatch {
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", "x")]),
+                [(now_ns(), b"small".as_slice())],
+            )],
+            checkpoints: vec![("k".into(), Some(b"4".to_vec()))],
+        };
+        db.write(&small).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(db.checkpoints()["k"], b"3");
+        drop(guard);
+        assert_eq!(db.checkpoints()["k"], b"4");
+        // With the thread gone, writers flush large heads themselves again.
+        db.write(&batch(b"5")).unwrap();
+        assert_eq!(db.checkpoints()["k"], b"5");
     }
 
     #[test]

@@ -173,6 +173,8 @@ struct Inner {
     durable: BTreeMap<String, Vec<u8>>,
     /// Bytes of entries in memory (heads and heads being flushed).
     head_bytes: usize,
+    /// The part of `head_bytes` a flush in progress has taken.
+    flushing_bytes: usize,
     last_flush_error: Option<String>,
 }
 
@@ -196,6 +198,16 @@ pub struct Database {
         std::sync::Mutex<Vec<std::sync::mpsc::Sender<Arc<Vec<retention::Deleted>>>>>,
     /// Wakes the maintenance thread after a write.
     maintenance: maintenance::Signal,
+}
+
+/// When a write makes its entries durable.
+enum Flush {
+    /// Before it returns.
+    Now,
+    /// On the maintenance thread, at once (before it returns if there is none).
+    Soon,
+    /// Within the flush interval.
+    Later,
 }
 
 /// How many writes a live tail may fall behind before it is dropped.
@@ -273,7 +285,7 @@ impl Database {
     /// memory and is retried. Fails only with [`Backpressure`], and then
     /// nothing of the batch was taken.
     pub fn write(&self, batch: &WriteBatch) -> Result<(), Backpressure> {
-        let flush_now = {
+        let flush = {
             let mut inner = self.write_inner();
             if inner.head_bytes >= self.config.max_head_bytes {
                 return Err(Backpressure {
@@ -289,7 +301,7 @@ impl Database {
                 let s = inner.index.add_stream(stream.id(), stream.labels(), true);
                 s.head.extend(&stream.entries);
                 big_head |= s.head.data.len() >= self.config.block_bytes;
-                inner.head_bytes += stream.entries.data.len() + 13 * stream.entries.len();
+                inner.head_bytes += stream.entries.held_bytes();
             }
             // A checkpoint the store has never held means a source it did
             // not know: its start is made durable now, so that a crash
@@ -319,14 +331,30 @@ impl Database {
             // rotated away or deleted): its last lines cannot be re-read after
             // a crash, so they are made durable now.
             let source_done = batch.checkpoints.iter().any(|(_, v)| v.is_none());
-            big_head || source_done || new_source || inner.head_bytes >= self.config.flush_bytes
+            // Large heads are compressed on the maintenance thread while
+            // the writer goes on; only when it falls a whole flush behind
+            // does the writer wait and flush itself.
+            let unflushed = inner.head_bytes.saturating_sub(inner.flushing_bytes);
+            if source_done || new_source || unflushed >= 2 * self.config.flush_bytes {
+                Flush::Now
+            } else if big_head || unflushed >= self.config.flush_bytes {
+                Flush::Soon
+            } else {
+                Flush::Later
+            }
+        };
+        let flush_now = match flush {
+            Flush::Now => true,
+            Flush::Soon => !self.maintenance.flush_soon(),
+            Flush::Later => {
+                self.maintenance.written();
+                false
+            }
         };
         if flush_now {
             // A failed flush keeps the entries in memory and is retried; the
             // batch itself was taken.
             let _ = self.flush();
-        } else {
-            self.maintenance.written();
         }
         Ok(())
     }
@@ -356,15 +384,19 @@ impl Database {
                         .push((stream.labels.clone(), *block));
                 }
             }
-            // In-memory entries: the head, and a head being flushed.
-            for entries in [stream.flushing.as_deref(), Some(&stream.head)]
-                .into_iter()
-                .flatten()
-            {
-                if !entries.is_empty() {
-                    let run = iter.loaded(stream.labels.clone(), Arc::new(entries.sorted()));
-                    iter.add(run);
-                }
+            // In-memory entries: a head being flushed (it no longer
+            // changes: shared when in order), and the head.
+            if let Some(flushing) = &stream.flushing {
+                let run = if flushing.timestamps.is_sorted() {
+                    iter.loaded(stream.labels.clone(), flushing.clone())
+                } else {
+                    iter.loaded_copy(stream.labels.clone(), flushing)
+                };
+                iter.add(run);
+            }
+            if !stream.head.is_empty() {
+                let run = iter.loaded_copy(stream.labels.clone(), &stream.head);
+                iter.add(run);
             }
         }
         for (_, parts) in blocks {

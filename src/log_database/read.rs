@@ -189,6 +189,51 @@ impl QueryIter {
         }
     }
 
+    /// Builds a loaded run of what the query keeps of a head, which goes on
+    /// changing once the store's lock is released: only the entries that
+    /// can be returned are copied, at most `limit` of them from the end
+    /// the query reads first. A poll for the newest 100 lines of a stream
+    /// so copies 100 lines, not the head.
+    pub(super) fn loaded_copy(&self, labels: Arc<Labels>, head: &Entries) -> Run {
+        let unsorted;
+        let head = if head.timestamps.is_sorted() {
+            head
+        } else {
+            unsorted = head.sorted();
+            &unsorted
+        };
+        let q = &self.query;
+        let mut picked = Entries::default();
+        if q.may_match(&head.data) {
+            let lo = head.timestamps.partition_point(|&ts| ts < q.start);
+            let hi = head.timestamps.partition_point(|&ts| ts < q.end);
+            let keeps = |&i: &usize| q.keeps(head.line(i));
+            let take = |i: usize, picked: &mut Entries| {
+                picked.push(head.timestamps[i], head.line(i), head.level(i));
+            };
+            match q.direction {
+                Direction::Forward => (lo..hi)
+                    .filter(keeps)
+                    .take(q.limit)
+                    .for_each(|i| take(i, &mut picked)),
+                Direction::Backward => {
+                    let newest: Vec<usize> = (lo..hi).rev().filter(keeps).take(q.limit).collect();
+                    newest.into_iter().rev().for_each(|i| take(i, &mut picked));
+                }
+            }
+        }
+        let mut order: Vec<u32> = (0..picked.len() as u32).collect();
+        if q.direction == Direction::Backward {
+            order.reverse();
+        }
+        Run::Loaded {
+            labels,
+            entries: Arc::new(picked),
+            order,
+            next: 0,
+        }
+    }
+
     fn push(&mut self, source: Source) {
         let key = source.heap_key(self.query.direction);
         self.heap.push(HeapItem { key, source });
