@@ -272,6 +272,12 @@ struct Args {
     #[arg(long, env = "QUERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     query_timeout: Duration,
 
+    /// Memory for remembering what filtered queries kept of each block, so
+    /// a dashboard repeating `|= "error"` does not decompress the same
+    /// blocks again (0 turns it off).
+    #[arg(long, env = "QUERY_CACHE_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    query_cache_size: u64,
+
     /// The daemon's memory ceiling (e.g. 256MiB; default: the container's
     /// cgroup limit, if any). Near it, collection slows and queries get 503.
     #[arg(long, env = "MEMORY_LIMIT", value_parser = parse_size)]
@@ -442,6 +448,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
     let mut store = StoreConfig {
         retention_period: args.retention_period,
         retention_size: args.retention_size,
+        query_cache_bytes: usize::try_from(args.query_cache_size).unwrap_or(usize::MAX),
         ..StoreConfig::default()
     };
     if let Some(limit) = memory.limit {
@@ -449,6 +456,7 @@ fn daemon_config(args: Args) -> anyhow::Result<DaemonConfig> {
         let cap = |v: usize, share: u64| v.min((limit / share).max(2 << 20) as usize);
         store.max_head_bytes = cap(store.max_head_bytes, 8);
         store.flush_bytes = cap(store.flush_bytes, 32);
+        store.query_cache_bytes = cap(store.query_cache_bytes, 32);
         tracing::info!(limit, "Memory limit in force.");
     }
     Ok(DaemonConfig {

@@ -108,6 +108,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "store_partitions_dropped",
         "Hourly partitions deleted by retention.",
     ),
+    (
+        "store_query_cache_hits",
+        "Blocks a filtered query did not read: what its filters keep of them was remembered.",
+    ),
+    (
+        "store_query_cache_misses",
+        "Blocks a filtered query had to read.",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
@@ -140,6 +148,10 @@ const GAUGES: &[(&str, &str)] = &[
     (
         "store_memory_bytes",
         "Bytes of entries in memory not yet flushed.",
+    ),
+    (
+        "store_query_cache_bytes",
+        "Memory held by what filtered queries kept of blocks (--query-cache-size at most).",
     ),
 ];
 
@@ -386,6 +398,8 @@ impl Metrics {
             ("store_flush_errors", store.flush_errors),
             ("store_corrupt_blocks", store.corrupt_blocks),
             ("store_partitions_dropped", store.partitions_dropped),
+            ("store_query_cache_hits", store.query_cache_hits),
+            ("store_query_cache_misses", store.query_cache_misses),
         ] {
             self.set_total(&mut totals, name, value);
         }
@@ -421,6 +435,7 @@ impl Metrics {
             ("store_raw_bytes", store.raw_bytes),
             ("store_stored_bytes", store.stored_bytes),
             ("store_memory_bytes", store.head_bytes),
+            ("store_query_cache_bytes", store.query_cache_bytes),
             ("memory_limit_bytes", state.memory.limit.unwrap_or(0)),
             ("resident_memory_bytes", crate::memory::resident_bytes()),
         ] {

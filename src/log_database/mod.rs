@@ -23,6 +23,7 @@ mod block;
 mod catalog;
 mod flush;
 mod index;
+mod kept;
 pub mod labels;
 pub mod level;
 pub mod maintenance;
@@ -73,6 +74,9 @@ pub struct Config {
     pub compression_level: i32,
     /// A segment file is closed at this size.
     pub segment_bytes: u64,
+    /// Memory for what queries' line filters kept of blocks, so that a
+    /// repeated query does not decompress the same blocks again (0: off).
+    pub query_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             max_head_bytes: 64 << 20,
             compression_level: 1,
             segment_bytes: 64 << 20,
+            query_cache_bytes: 8 << 20,
         }
     }
 }
@@ -160,6 +165,13 @@ pub struct Stats {
     pub corrupt_blocks: u64,
     /// Partitions deleted by retention.
     pub partitions_dropped: u64,
+    /// Blocks a query did not read because what its filters keep of them
+    /// was remembered.
+    pub query_cache_hits: u64,
+    /// Blocks a query with line filters had to read.
+    pub query_cache_misses: u64,
+    /// Memory held by remembered answers.
+    pub query_cache_bytes: u64,
 }
 
 /// The in-memory state: the index, and the checkpoints on their way to
@@ -198,6 +210,8 @@ pub struct Database {
         std::sync::Mutex<Vec<std::sync::mpsc::Sender<Arc<Vec<retention::Deleted>>>>>,
     /// Wakes the maintenance thread after a write.
     maintenance: maintenance::Signal,
+    /// What queries' line filters kept of blocks read before.
+    kept: Arc<kept::KeptCache>,
 }
 
 /// When a write makes its entries durable.
@@ -250,7 +264,6 @@ impl Database {
         let db = Self {
             dir: dir.to_owned(),
             partitions,
-            config,
             inner: RwLock::new(recovered.inner),
             writer: Mutex::new(Writer::new(recovered.manifest, recovered.next_segment)),
             flushes: AtomicU64::new(0),
@@ -261,6 +274,8 @@ impl Database {
             appended: tokio::sync::broadcast::channel(TAIL_BUFFER).0,
             retention_watchers: std::sync::Mutex::default(),
             maintenance: maintenance::Signal::default(),
+            kept: Arc::new(kept::KeptCache::new(config.query_cache_bytes)),
+            config,
         };
         // Start from one clean snapshot: replays stay short, damage is gone.
         db.snapshot(&mut db.lock_writer())?;
@@ -369,7 +384,12 @@ impl Database {
         query.validate()?;
         let (start, end) = (query.start, query.end);
         let selector = query.selector.clone();
-        let mut iter = QueryIter::new(query, self.partitions.clone(), self.corrupt.clone());
+        let mut iter = QueryIter::new(
+            query,
+            self.partitions.clone(),
+            self.corrupt.clone(),
+            self.kept.clone(),
+        );
         let inner = self.read_inner();
         // Blocks are grouped by where they are: a block shared by several
         // selected streams is read once.
@@ -450,6 +470,11 @@ impl Database {
             partitions_dropped: self.dropped.load(Ordering::Relaxed),
             ..Default::default()
         };
+        (
+            stats.query_cache_hits,
+            stats.query_cache_misses,
+            stats.query_cache_bytes,
+        ) = self.kept.counts();
         let mut bound = |ts: i64| {
             stats.oldest = Some(stats.oldest.map_or(ts, |o: i64| o.min(ts)));
             stats.newest = Some(stats.newest.map_or(ts, |n: i64| n.max(ts)));

@@ -125,6 +125,13 @@ pub trait LineTest: std::fmt::Debug + Send + Sync {
         let _ = data;
         true
     }
+
+    /// Text that tells this test apart from every other (its source, say),
+    /// so that what it kept of a block can be remembered; `None` when it
+    /// has none, and then nothing is remembered.
+    fn cache_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A filter on line content.
@@ -195,6 +202,34 @@ impl LineFilter {
         })
     }
 
+    /// Appends text that tells this filter apart from every other: what it
+    /// kept of a block is remembered under it. False when it has none.
+    fn cache_key(&self, out: &mut String) -> bool {
+        use std::fmt::Write;
+        // Each part is length-prefixed, so no two filter lists share a key.
+        let mut part = |kind: &str, text: &str| {
+            let _ = write!(out, "{kind}{}:{text}", text.len());
+        };
+        match self {
+            Self::Contains(f) => part("c", &f.needle().escape_ascii().to_string()),
+            Self::NotContains(f) => part("n", &f.needle().escape_ascii().to_string()),
+            Self::Regex(re) => part("r", re.as_str()),
+            Self::NotRegex(re) => part("x", re.as_str()),
+            Self::Test(test) => match test.cache_key() {
+                Some(key) => part("t", &key),
+                None => return false,
+            },
+            Self::Any(branches) => {
+                let _ = write!(out, "a{}(", branches.len());
+                if !branches.iter().all(|b| b.cache_key(out)) {
+                    return false;
+                }
+                out.push(')');
+            }
+        }
+        true
+    }
+
     /// Whether a line passes.
     pub fn keeps(&self, line: &[u8]) -> bool {
         match self {
@@ -262,6 +297,15 @@ impl Query {
         self.filters.iter().all(|f| f.keeps(line))
     }
 
+    /// The filters as text that tells them apart from any others, when
+    /// there are some and each has such a text: what they kept of a block
+    /// is remembered under it.
+    pub fn filter_key(&self) -> Option<std::sync::Arc<str>> {
+        let mut key = String::new();
+        (!self.filters.is_empty() && self.filters.iter().all(|f| f.cache_key(&mut key)))
+            .then(|| key.into())
+    }
+
     /// Whether a block whose line bytes are `data` (back to back) can hold a
     /// kept line at all: one search over the block instead of one per line.
     pub fn may_match(&self, data: &[u8]) -> bool {
@@ -294,6 +338,42 @@ mod tests {
             LineFilter::contains(b"b", false),
         ]);
         assert!(any.may_match(b"xxb") && !any.may_match(b"xyz"));
+    }
+
+    #[test]
+    fn filter_keys_tell_filter_lists_apart() {
+        let key = |filters: Vec<LineFilter>| {
+            let mut q = Query::new(vec![Matcher::equal("app", "web")]);
+            q.filters = filters;
+            q.filter_key()
+        };
+        let c = |s: &str| LineFilter::contains(s.as_bytes(), false);
+        assert_eq!(key(vec![]), None, "no filters: nothing to remember");
+        let one = key(vec![c("a1:b")]).unwrap();
+        let two = key(vec![c("a"), c("b")]).unwrap();
+        assert_ne!(one, two);
+        assert_ne!(
+            key(vec![c("error")]),
+            key(vec![LineFilter::contains(b"error", true)])
+        );
+        assert_ne!(
+            key(vec![c("x")]),
+            key(vec![LineFilter::regex("x", false).unwrap()])
+        );
+        assert_ne!(
+            key(vec![LineFilter::Any(vec![c("a"), c("b")])]),
+            key(vec![c("a"), c("b")])
+        );
+        assert_eq!(key(vec![c("error")]), key(vec![c("error")]));
+        #[derive(Debug)]
+        struct Opaque;
+        impl LineTest for Opaque {
+            fn keeps(&self, _: &[u8]) -> bool {
+                true
+            }
+        }
+        let opaque = LineFilter::Test(std::sync::Arc::new(Opaque));
+        assert_eq!(key(vec![c("a"), opaque]), None);
     }
 
     #[test]

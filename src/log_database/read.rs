@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::block::{self, BlockRef, Entries};
+use super::kept::{self, KeptCache};
 use super::labels::Labels;
 use super::level::Level;
 use super::query::{Direction, LineFilter, Query};
@@ -98,6 +99,9 @@ pub struct QueryIter {
     partitions: PathBuf,
     returned: usize,
     corrupt: Arc<AtomicU64>,
+    /// What the filters kept of blocks read before, and the filters' key.
+    kept: Arc<KeptCache>,
+    filter_key: Option<Arc<str>>,
     files: Vec<((u32, u32), Arc<File>)>,
     /// Reused across blocks: a scan reads thousands.
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
@@ -106,13 +110,20 @@ pub struct QueryIter {
 }
 
 impl QueryIter {
-    pub(super) fn new(query: Query, partitions: PathBuf, corrupt: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(
+        query: Query,
+        partitions: PathBuf,
+        corrupt: Arc<AtomicU64>,
+        kept: Arc<KeptCache>,
+    ) -> Self {
         Self {
+            filter_key: query.filter_key(),
             query,
             heap: BinaryHeap::new(),
             partitions,
             returned: 0,
             corrupt,
+            kept,
             files: Vec::new(),
             decompressor: None,
             compressed: Vec::new(),
@@ -141,44 +152,27 @@ impl QueryIter {
     /// to the query.
     pub(super) fn loaded(&self, labels: Arc<Labels>, entries: Arc<Entries>) -> Run {
         let q = &self.query;
-        if !q.may_match(&entries.data) {
-            return Run::Loaded {
-                labels,
-                entries,
-                order: Vec::new(),
-                next: 0,
-            };
-        }
-        let in_range = |i: usize| {
-            let ts = entries.timestamps[i];
-            ts >= q.start && ts < q.end
+        let order = if q.may_match(&entries.data) {
+            kept_lines(q, &entries, |ts| ts >= q.start && ts < q.end)
+        } else {
+            Vec::new()
         };
-        let mut order: Vec<u32> = match q.filters.first().and_then(LineFilter::required) {
-            // Find the needle's occurrences in the block once, rather than
-            // searching every line for it.
-            Some(finder) => {
-                let (data, needle) = (&entries.data, finder.needle().len());
-                let mut lines = Vec::new();
-                let mut pos = 0;
-                while let Some(at) = finder.find(&data[pos..]) {
-                    let at = pos + at;
-                    let i = entries.ends.partition_point(|&end| end as usize <= at);
-                    let end = entries.ends[i] as usize;
-                    // An occurrence running into the next line is not a match
-                    // in this one, and neither is any later start in it.
-                    if at + needle <= end && in_range(i) && q.keeps(entries.line(i)) {
-                        lines.push(i as u32);
-                    }
-                    pos = end;
-                }
-                lines
-            }
-            None => (0..entries.len())
-                .filter(|&i| in_range(i) && q.keeps(entries.line(i)))
-                .map(|i| i as u32)
-                .collect(),
-        };
-        if q.direction == Direction::Backward {
+        self.run(labels, entries, order)
+    }
+
+    /// A loaded run of entries the filters already kept: only the range
+    /// is left to apply.
+    fn ranged(&self, labels: Arc<Labels>, kept: Arc<Entries>) -> Run {
+        let lo = kept.timestamps.partition_point(|&ts| ts < self.query.start);
+        let hi = kept.timestamps.partition_point(|&ts| ts < self.query.end);
+        let order = (lo as u32..hi.max(lo) as u32).collect();
+        self.run(labels, kept, order)
+    }
+
+    /// A loaded run over `order` (indices in time order), in the query's
+    /// direction.
+    fn run(&self, labels: Arc<Labels>, entries: Arc<Entries>, mut order: Vec<u32>) -> Run {
+        if self.query.direction == Direction::Backward {
             order.reverse();
         }
         Run::Loaded {
@@ -222,16 +216,8 @@ impl QueryIter {
                 }
             }
         }
-        let mut order: Vec<u32> = (0..picked.len() as u32).collect();
-        if q.direction == Direction::Backward {
-            order.reverse();
-        }
-        Run::Loaded {
-            labels,
-            entries: Arc::new(picked),
-            order,
-            next: 0,
-        }
+        let order = (0..picked.len() as u32).collect();
+        self.run(labels, Arc::new(picked), order)
     }
 
     fn push(&mut self, source: Source) {
@@ -266,11 +252,27 @@ impl QueryIter {
         Ok(f)
     }
 
-    /// Reads one block and returns the entries of each selected stream in it.
-    fn load(&mut self, parts: &[(Arc<Labels>, BlockRef)]) -> Vec<(Arc<Labels>, Arc<Entries>)> {
-        let Some((_, block)) = parts.first() else {
-            return Vec::new();
+    /// Returns the run of each selected stream in one block: from what
+    /// its filters kept of the block before when that is remembered, else
+    /// by reading the block (and remembering what they keep of it).
+    fn load(&mut self, parts: &[(Arc<Labels>, BlockRef)]) -> Vec<Run> {
+        let mut runs = Vec::with_capacity(parts.len());
+        let mut missing: Vec<&(Arc<Labels>, BlockRef)> = Vec::with_capacity(parts.len());
+        match &self.filter_key {
+            Some(key) => {
+                for part in parts {
+                    match self.kept.get(&kept::Key::new(&part.1, key)) {
+                        Some(entries) => runs.push(self.ranged(part.0.clone(), entries)),
+                        None => missing.push(part),
+                    }
+                }
+            }
+            None => missing.extend(parts),
+        }
+        let Some((_, block)) = missing.first() else {
+            return runs;
         };
+        let block = *block;
         let result = self.file(block.partition, block.segment).and_then(|file| {
             self.compressed.resize(block.len as usize, 0);
             file.read_exact_at(&mut self.compressed, block.offset)?;
@@ -282,24 +284,98 @@ impl QueryIter {
             // A needle absent from the whole block rules out all its streams
             // before any column is parsed.
             if !self.query.may_match(&self.plain) {
-                return Ok(Vec::new());
+                return Ok(None);
             }
-            let wanted: Vec<_> = parts.iter().map(|(_, b)| b.stream).collect();
-            block::extract_many(&self.plain, layout, &wanted)
+            let wanted: Vec<_> = missing.iter().map(|(_, b)| b.stream).collect();
+            block::extract_many(&self.plain, layout, &wanted).map(Some)
         });
         match result {
-            Ok(entries) => parts
-                .iter()
-                .zip(entries)
-                .map(|((labels, _), e)| (labels.clone(), Arc::new(e)))
-                .collect(),
+            Ok(None) => {
+                if let Some(key) = &self.filter_key {
+                    for (_, b) in &missing {
+                        self.kept.insert(kept::Key::new(b, key), Arc::default());
+                    }
+                }
+            }
+            Ok(Some(extracted)) => {
+                for ((labels, b), entries) in missing.into_iter().zip(extracted) {
+                    let run = match &self.filter_key {
+                        Some(key) => self.remember(key, b, labels.clone(), entries),
+                        None => self.loaded(labels.clone(), Arc::new(entries)),
+                    };
+                    runs.push(run);
+                }
+            }
             Err(error) => {
                 // Skip what cannot be read; never serve garbage.
                 self.corrupt.fetch_add(1, AtomicOrdering::Relaxed);
                 tracing::warn!(partition = block.partition, segment = block.segment, offset = block.offset, %error, "Skipping an unreadable block.");
-                Vec::new()
             }
         }
+        runs
+    }
+
+    /// The run of a stream's part of a block just read, remembering what
+    /// the filters keep of the whole part when that is small.
+    fn remember(
+        &self,
+        key: &Arc<str>,
+        block: &BlockRef,
+        labels: Arc<Labels>,
+        entries: Entries,
+    ) -> Run {
+        let all = kept_lines(&self.query, &entries, |_| true);
+        let bytes: usize = all
+            .iter()
+            .map(|&i| entries.line(i as usize).len() + 13)
+            .sum();
+        if bytes > kept::MAX_ANSWER_BYTES {
+            let (start, end) = (self.query.start, self.query.end);
+            let order = all
+                .into_iter()
+                .filter(|&i| (start..end).contains(&entries.timestamps[i as usize]))
+                .collect();
+            return self.run(labels, Arc::new(entries), order);
+        }
+        let mut kept = Entries::default();
+        for i in all {
+            let i = i as usize;
+            kept.push(entries.timestamps[i], entries.line(i), entries.level(i));
+        }
+        let kept = Arc::new(kept);
+        self.kept.insert(kept::Key::new(block, key), kept.clone());
+        self.ranged(labels, kept)
+    }
+}
+
+/// The indices of the sorted `entries` whose time passes `in_range` and
+/// whose line the query's filters keep.
+fn kept_lines(q: &Query, entries: &Entries, in_range: impl Fn(i64) -> bool) -> Vec<u32> {
+    let in_range = |i: usize| in_range(entries.timestamps[i]);
+    match q.filters.first().and_then(LineFilter::required) {
+        // Find the needle's occurrences in the block once, rather than
+        // searching every line for it.
+        Some(finder) => {
+            let (data, needle) = (&entries.data, finder.needle().len());
+            let mut lines = Vec::new();
+            let mut pos = 0;
+            while let Some(at) = finder.find(&data[pos..]) {
+                let at = pos + at;
+                let i = entries.ends.partition_point(|&end| end as usize <= at);
+                let end = entries.ends[i] as usize;
+                // An occurrence running into the next line is not a match
+                // in this one, and neither is any later start in it.
+                if at + needle <= end && in_range(i) && q.keeps(entries.line(i)) {
+                    lines.push(i as u32);
+                }
+                pos = end;
+            }
+            lines
+        }
+        None => (0..entries.len())
+            .filter(|&i| in_range(i) && q.keeps(entries.line(i)))
+            .map(|i| i as u32)
+            .collect(),
     }
 }
 
@@ -315,8 +391,7 @@ impl Iterator for QueryIter {
             match &mut source.run {
                 Run::Block(parts) => {
                     let parts = std::mem::take(parts);
-                    for (labels, entries) in self.load(&parts) {
-                        let run = self.loaded(labels, entries);
+                    for run in self.load(&parts) {
                         self.add(run);
                     }
                 }

@@ -583,3 +583,71 @@ fn a_finished_source_is_flushed_at_once() {
     assert_eq!(db.stats().chunks, 2);
     assert!(db.checkpoints().is_empty());
 }
+
+#[test]
+fn a_repeated_filtered_query_reads_no_block_again() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let open = |dir: &tempfile::TempDir, cache: usize| {
+        let config = Config {
+            query_cache_bytes: cache,
+            ..manual_flush()
+        };
+        Database::open(dir.path(), config).unwrap().0
+    };
+    let (db, uncached) = (open(&dirs[0], 1 << 20), open(&dirs[1], 0));
+    for d in [&db, &uncached] {
+        for block in 0..20 {
+            d.write(&entry_batch(block % 2, block as i64 * 50, 50, "src"))
+                .unwrap();
+            d.flush().unwrap();
+        }
+        // A block of long lines: what "x" keeps of it is too large to keep.
+        let long = (0..50).map(|i| (1_000_000_000 + i, vec![b'x'; 2000]));
+        let batch = WriteBatch {
+            streams: vec![StreamEntries::with(labels(0), long)],
+            checkpoints: Vec::new(),
+        };
+        d.write(&batch).unwrap();
+        d.flush().unwrap();
+    }
+    // Lines with "line 7" are few (a handful a block); "x" is in most lines.
+    let query = |d: &Database, needle: &str, start: i64, backward: bool| {
+        let mut q = Query::new(vec![Matcher::new("app", MatchOp::Regex, ".+").unwrap()]);
+        q.filters
+            .push(LineFilter::contains(needle.as_bytes(), false));
+        q.start = start;
+        q.limit = 1000;
+        q.direction = if backward {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        };
+        d.query(q)
+            .unwrap()
+            .map(|e| (e.timestamp, e.line))
+            .collect::<Vec<_>>()
+    };
+    let first = query(&db, "line 7", 0, true);
+    let misses = db.stats().query_cache_misses;
+    assert!(misses >= 21, "every block read once: {:?}", db.stats());
+    assert_eq!(db.stats().query_cache_hits, 0);
+    assert_eq!(query(&db, "line 7", 0, true), first);
+    assert_eq!(db.stats().query_cache_misses, misses, "no block read again");
+    assert!(db.stats().query_cache_hits >= 21);
+    assert!(db.stats().query_cache_bytes > 0);
+    // Other ranges and directions come from the same answers, and agree
+    // with a store that remembers nothing.
+    for (start, backward) in [(333_000_000, true), (333_000_000, false), (0, false)] {
+        assert_eq!(
+            query(&db, "line 7", start, backward),
+            query(&uncached, "line 7", start, backward)
+        );
+    }
+    assert_eq!(db.stats().query_cache_misses, misses);
+    for _ in 0..2 {
+        assert_eq!(query(&db, "x", 0, true), query(&uncached, "x", 0, true));
+    }
+    let held = db.stats().query_cache_bytes;
+    assert!(held < 64 << 10, "the long lines were not kept: {held}");
+    assert_eq!(uncached.stats().query_cache_hits, 0);
+}

@@ -16,6 +16,8 @@ use crate::logql::template::Template;
 #[derive(Debug)]
 struct PatternFilter {
     pattern: Pattern,
+    /// The pattern as written: what tells this filter apart.
+    source: String,
     negate: bool,
 }
 
@@ -31,18 +33,28 @@ impl LineTest for PatternFilter {
                 .literals()
                 .all(|lit| memchr::memmem::find(data, lit).is_some())
     }
+
+    fn cache_key(&self) -> Option<String> {
+        Some(format!("pattern {} {}", self.negate, self.source))
+    }
 }
 
 /// `|= ip("…")` / `!= ip("…")`.
 #[derive(Debug)]
 struct IpFilter {
     ip: IpMatcher,
+    /// The address, range or CIDR as written.
+    source: String,
     negate: bool,
 }
 
 impl LineTest for IpFilter {
     fn keeps(&self, line: &[u8]) -> bool {
         self.ip.found_in(line) != self.negate
+    }
+
+    fn cache_key(&self) -> Option<String> {
+        Some(format!("ip {} {}", self.negate, self.source))
     }
 }
 
@@ -177,8 +189,8 @@ impl Parser {
             if !matches!(op.tok, Tok::PipeEq | Tok::Neq) {
                 return Err(self.error_at(op, "ip() works with |= and != only".into()));
             }
-            let ip = self.ip_argument()?;
-            return Ok(LineFilter::Test(Arc::new(IpFilter { ip, negate })));
+            let (ip, source) = self.ip_argument()?;
+            return Ok(LineFilter::Test(Arc::new(IpFilter { ip, source, negate })));
         }
         let (value, at) = self.string("a quoted string after the line filter")?;
         Ok(match op.tok {
@@ -188,18 +200,24 @@ impl Parser {
             Tok::PipeGt | Tok::NotGt => {
                 let pattern =
                     Pattern::filter(&value).map_err(|e| self.error_at(&at, e.to_string()))?;
-                LineFilter::Test(Arc::new(PatternFilter { pattern, negate }))
+                LineFilter::Test(Arc::new(PatternFilter {
+                    pattern,
+                    source: value,
+                    negate,
+                }))
             }
             _ => LineFilter::contains(value.as_bytes(), negate),
         })
     }
 
-    fn ip_argument(&mut self) -> Result<IpMatcher, ParseError> {
+    /// `ip("…")`: the matcher and the text it was made from.
+    fn ip_argument(&mut self) -> Result<(IpMatcher, String), ParseError> {
         self.next();
         self.expect(&Tok::LParen, "'(' after ip")?;
         let (text, at) = self.string("an address, range or CIDR in quotes")?;
         self.expect(&Tok::RParen, "')'")?;
-        IpMatcher::new(&text).map_err(|e| self.error_at(&at, e.to_string()))
+        let ip = IpMatcher::new(&text).map_err(|e| self.error_at(&at, e.to_string()))?;
+        Ok((ip, text))
     }
 
     fn stage(&mut self) -> Result<Stage, ParseError> {
@@ -553,7 +571,7 @@ impl Parser {
                         );
                     }
                 };
-                let ip = self.ip_argument()?;
+                let (ip, _) = self.ip_argument()?;
                 return Ok(LabelPredicate::Ip {
                     name,
                     negate,
