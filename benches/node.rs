@@ -469,7 +469,7 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
                         latencies
                             .lock()
                             .unwrap()
-                            .push(t.elapsed().as_secs_f64() * 1e3);
+                            .push((i % 2 == 0, t.elapsed().as_secs_f64() * 1e3));
                     }
                 }
             })
@@ -498,7 +498,16 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
     let ingest_only = (rate * seconds).min(written as f64);
     let cpu_per_million = (cpu1 - cpu0) / (ingest_only / 1e6);
     let mut follow = follow_latency.lock().unwrap().clone();
-    let mut queries = query_latency.lock().unwrap().clone();
+    let timed = query_latency.lock().unwrap().clone();
+    let mut queries: Vec<f64> = timed.iter().map(|q| q.1).collect();
+    let kind = |filtered: bool| {
+        let mut ms: Vec<f64> = timed
+            .iter()
+            .filter(|q| q.0 != filtered)
+            .map(|q| q.1)
+            .collect();
+        json!({"p50_ms": percentile(&mut ms, 0.5), "p99_ms": percentile(&mut ms, 0.99)})
+    };
     let stored_ratio = status["store"]["bytes_stored"].as_f64().unwrap_or(0.0)
         / status["store"]["bytes_raw"].as_f64().unwrap_or(1.0);
     let mut lag_sorted = lag.clone();
@@ -514,6 +523,7 @@ fn busy(report: &mut BTreeMap<&'static str, Value>, out: &Path) {
     report.insert("query_under_load", json!({
         "clients": 20, "queries": queries.len(), "p50_ms": percentile(&mut queries, 0.5), "p99_ms": percentile(&mut queries, 0.99),
         "ingest_lag_seconds_max": lag_under_queries.iter().cloned().fold(0.0, f64::max),
+        "selector_only": kind(false), "with_line_filter": kind(true),
         "targets": {"p99_ms": 20}
     }));
     chart(&timeline, &out.join("busy.svg"));

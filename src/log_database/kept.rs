@@ -20,19 +20,34 @@ pub(super) const MAX_ANSWER_BYTES: usize = 64 << 10;
 /// Bookkeeping counted per answer besides its lines (key, map slot, `Arc`).
 const OVERHEAD: u64 = 128;
 
+/// A query's list of filters as text, hashed once for all its lookups.
+#[derive(Clone, Debug)]
+pub(super) struct Filters {
+    text: Arc<str>,
+    hash: u64,
+}
+
+impl Filters {
+    /// The filters' text (see `Query::filter_key`).
+    pub(super) fn new(text: Arc<str>) -> Self {
+        let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+        Self { text, hash }
+    }
+}
+
 /// One stream's part of one block, seen through one list of filters.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub(super) struct Key {
     partition: u32,
     segment: u32,
     offset: u64,
     stream: u64,
-    filters: Arc<str>,
+    filters: Filters,
 }
 
 impl Key {
     /// The key of `block`'s part of its stream under `filters`.
-    pub(super) fn new(block: &BlockRef, filters: &Arc<str>) -> Self {
+    pub(super) fn new(block: &BlockRef, filters: &Filters) -> Self {
         Self {
             partition: block.partition,
             segment: block.segment,
@@ -43,12 +58,39 @@ impl Key {
     }
 }
 
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.filters, &other.filters);
+        (self.partition, self.segment, self.offset, self.stream)
+            == (other.partition, other.segment, other.offset, other.stream)
+            && a.hash == b.hash
+            && (Arc::ptr_eq(&a.text, &b.text) || a.text == b.text)
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The filters' text is compared on equality only: hashing it per
+        // lookup cost more than the lookup.
+        (
+            self.partition,
+            self.segment,
+            self.offset,
+            self.stream,
+            self.filters.hash,
+        )
+            .hash(state);
+    }
+}
+
 #[derive(Clone)]
 struct Weight;
 
 impl quick_cache::Weighter<Key, Arc<Entries>> for Weight {
     fn weight(&self, key: &Key, kept: &Arc<Entries>) -> u64 {
-        OVERHEAD + key.filters.len() as u64 + kept.held_bytes() as u64
+        OVERHEAD + key.filters.text.len() as u64 + kept.held_bytes() as u64
     }
 }
 
@@ -138,7 +180,10 @@ mod tests {
     #[test]
     fn answers_are_kept_per_block_and_filters_and_bounded() {
         let cache = KeptCache::new(64 << 10);
-        let (error, timeout): (Arc<str>, Arc<str>) = ("c5:error".into(), "c7:timeout".into());
+        let (error, timeout) = (
+            Filters::new("c5:error".into()),
+            Filters::new("c7:timeout".into()),
+        );
         cache.insert(Key::new(&block(0), &error), entries(0, 0));
         cache.insert(Key::new(&block(0), &timeout), entries(2, 10));
         assert_eq!(cache.get(&Key::new(&block(0), &error)).unwrap().len(), 0);

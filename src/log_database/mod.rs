@@ -393,15 +393,12 @@ impl Database {
         let inner = self.read_inner();
         // Blocks are grouped by where they are: a block shared by several
         // selected streams is read once.
-        let mut blocks: HashMap<(u32, u32, u64), BlockParts> = HashMap::new();
+        let mut blocks: BlockParts = Vec::new();
         for id in inner.index.select(&selector) {
             let stream = &inner.index.streams[&id];
             for block in &stream.blocks {
                 if block.max_ts >= start && block.min_ts < end {
-                    blocks
-                        .entry((block.partition, block.segment, block.offset))
-                        .or_default()
-                        .push((stream.labels.clone(), *block));
+                    blocks.push((stream.labels.clone(), *block));
                 }
             }
             // In-memory entries: a head being flushed (it no longer
@@ -419,7 +416,15 @@ impl Database {
                 iter.add(run);
             }
         }
-        for (_, parts) in blocks {
+        drop(inner);
+        blocks.sort_unstable_by_key(|(_, b)| (b.partition, b.segment, b.offset));
+        let mut blocks = blocks.into_iter().peekable();
+        while let Some(first) = blocks.next() {
+            let at = |b: &block::BlockRef| (b.partition, b.segment, b.offset);
+            let mut parts: BlockParts = vec![first];
+            while let Some(next) = blocks.next_if(|(_, b)| at(b) == at(&parts[0].1)) {
+                parts.push(next);
+            }
             iter.add(Run::Block(parts));
         }
         Ok(iter)

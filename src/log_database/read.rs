@@ -101,7 +101,7 @@ pub struct QueryIter {
     corrupt: Arc<AtomicU64>,
     /// What the filters kept of blocks read before, and the filters' key.
     kept: Arc<KeptCache>,
-    filter_key: Option<Arc<str>>,
+    filter_key: Option<kept::Filters>,
     files: Vec<((u32, u32), Arc<File>)>,
     /// Reused across blocks: a scan reads thousands.
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
@@ -117,7 +117,7 @@ impl QueryIter {
         kept: Arc<KeptCache>,
     ) -> Self {
         Self {
-            filter_key: query.filter_key(),
+            filter_key: query.filter_key().map(kept::Filters::new),
             query,
             heap: BinaryHeap::new(),
             partitions,
@@ -319,7 +319,7 @@ impl QueryIter {
     /// the filters keep of the whole part when that is small.
     fn remember(
         &self,
-        key: &Arc<str>,
+        key: &kept::Filters,
         block: &BlockRef,
         labels: Arc<Labels>,
         entries: Entries,
