@@ -171,7 +171,17 @@ fn corrupt(what: &str) -> io::Error {
 
 /// Encodes the sorted entries of one or more streams as one block; returns
 /// the bytes and one ref per stream (placement fields left zero).
+#[cfg(test)]
 pub fn encode(parts: &[(StreamId, &Entries)], level: i32) -> io::Result<(Vec<u8>, Vec<BlockRef>)> {
+    encode_with(parts, &mut zstd::bulk::Compressor::new(level)?)
+}
+
+/// [`encode`] with a compression context kept across blocks: a fresh one
+/// per block allocated and cleared its whole workspace every time.
+pub fn encode_with(
+    parts: &[(StreamId, &Entries)],
+    compressor: &mut zstd::bulk::Compressor<'_>,
+) -> io::Result<(Vec<u8>, Vec<BlockRef>)> {
     let total: usize = parts.iter().map(|(_, e)| e.len()).sum();
     let data_len: usize = parts.iter().map(|(_, e)| e.data.len()).sum();
     let mut plain = Vec::with_capacity(data_len + total * 4 + parts.len() * 12 + 8);
@@ -206,7 +216,7 @@ pub fn encode(parts: &[(StreamId, &Entries)], level: i32) -> io::Result<(Vec<u8>
     for (_, entries) in parts {
         plain.extend_from_slice(&entries.data);
     }
-    let payload = zstd::bulk::compress(&plain, level)?;
+    let payload = compressor.compress(&plain)?;
 
     let refs: Vec<BlockRef> = parts
         .iter()

@@ -31,6 +31,8 @@ pub(super) struct Writer {
     pub(super) next_segment: u32,
     /// Test seam: fail writes with this error kind.
     pub(super) fault: Option<io::ErrorKind>,
+    /// The compression context, made at the first flush and kept.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl Writer {
@@ -41,6 +43,7 @@ impl Writer {
             segments: HashMap::new(),
             next_segment,
             fault: None,
+            compressor: None,
         }
     }
 }
@@ -226,8 +229,15 @@ impl Database {
         for (hour, group) in groups {
             let parts: Vec<(StreamId, &Entries)> =
                 group.iter().map(|(id, e)| (*id, &**e)).collect();
-            let (bytes, block_refs) = block::encode(&parts, self.config.compression_level)
-                .map_err(io_err(&self.partitions))?;
+            let compressor = match &mut writer.compressor {
+                Some(c) => c,
+                none => none.insert(
+                    zstd::bulk::Compressor::new(self.config.compression_level)
+                        .map_err(io_err(&self.partitions))?,
+                ),
+            };
+            let (bytes, block_refs) =
+                block::encode_with(&parts, compressor).map_err(io_err(&self.partitions))?;
             if let Some(kind) = writer.fault {
                 return Err(io_err(&self.partitions)(io::Error::from(kind)));
             }
