@@ -126,9 +126,11 @@ pub fn run(
     status: &mut StatusUpdater,
     shutdown: &Shutdown,
     memory: MemoryLimit,
+    started: impl FnOnce(),
 ) -> Result<(), CollectorError> {
     let mut write = WriteBatch::default();
     let mut warned = false;
+    let mut started = Some(started);
     while !shutdown.is_triggered() {
         // Near the memory ceiling: flush what is in memory and read more
         // slowly; the lines wait in their files.
@@ -147,13 +149,18 @@ pub fn run(
             warned = false;
         }
         source.next(&mut write)?;
-        if write.streams.is_empty() && write.checkpoints.is_empty() {
-            continue;
+        if !(write.streams.is_empty() && write.checkpoints.is_empty()) {
+            if !write_patiently(db, &write, shutdown) {
+                break;
+            }
+            status.batch_written(&*source);
         }
-        if !write_patiently(db, &write, shutdown) {
-            break;
+        // The first batch announces the start of every file found; once it
+        // is written (durably: a new source's start is flushed at once),
+        // whatever happens next, the next start knows those files.
+        if let Some(started) = started.take() {
+            started();
         }
-        status.batch_written(&*source);
     }
     Ok(())
 }

@@ -182,6 +182,10 @@ pub enum DaemonError {
     Panicked(&'static str),
 }
 
+/// How long the API waits at start for the collector's first batch (the
+/// announcement of the files it found) to be written.
+const STARTUP_ANNOUNCE_WAIT: Duration = Duration::from_secs(5);
+
 fn start_error(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
     move |source| DaemonError::Start { what, source }
 }
@@ -232,6 +236,7 @@ fn run_into_store(
     // The server stops once the collector has stopped and the store is
     // flushed: this channel says so.
     let (collected_tx, collected_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
     let collecting = {
         let (db, status, shutdown) = (db.clone(), status.clone(), shutdown.clone());
         let memory = config.memory;
@@ -239,7 +244,11 @@ fn run_into_store(
             .name("collector".into())
             .spawn(move || {
                 let mut updater = ingest::StatusUpdater::new(status);
-                let result = ingest::run(&mut *source, &db, &mut updater, &shutdown, memory);
+                let started = move || {
+                    let _ = started_tx.send(());
+                };
+                let result =
+                    ingest::run(&mut *source, &db, &mut updater, &shutdown, memory, started);
                 // A failing collector takes the daemon down with it.
                 shutdown.trigger();
                 tracing::info!(collector = ?source.directory().stats(), "Collector stopped.");
@@ -310,6 +319,12 @@ fn run_into_store(
         ),
         ..AppState::with_config(db.clone(), config.api.clone())
     };
+    // The API answers once the files found at start are announced to the
+    // store: a daemon seen running (a probe, a test, an operator) is then
+    // one whose next start knows every file it found, even if it is killed
+    // at once and the files rotate meanwhile. A collector slow to begin
+    // does not hold the API back for long.
+    let _ = started_rx.recv_timeout(STARTUP_ANNOUNCE_WAIT);
     let served = runtime.block_on(api::serve(listener, state, async move {
         let _ = collected_rx.await;
     }));
