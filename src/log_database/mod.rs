@@ -417,6 +417,8 @@ impl Database {
             }
         }
         drop(inner);
+        let reach = iter.reach();
+        blocks.retain(|(_, b)| iter.within_reach(b, reach));
         blocks.sort_unstable_by_key(|(_, b)| (b.partition, b.segment, b.offset));
         let mut blocks = blocks.into_iter().peekable();
         while let Some(first) = blocks.next() {

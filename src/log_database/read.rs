@@ -220,6 +220,51 @@ impl QueryIter {
         self.run(labels, Arc::new(picked), order)
     }
 
+    /// Where the `limit`-th entry in the query's direction lies among the
+    /// runs added so far (the in-memory ones), when they hold that many:
+    /// a block wholly beyond it cannot hold an answer. A poll for the
+    /// newest lines of a busy stream is then answered from its head
+    /// without a look at its blocks.
+    pub(super) fn reach(&self) -> Option<i64> {
+        let limit = self.query.limit.saturating_sub(self.returned);
+        // Past this, gathering the timestamps costs more than it saves.
+        if limit == 0 || limit > 100_000 {
+            return None;
+        }
+        let mut times = Vec::new();
+        for item in &self.heap {
+            if let Run::Loaded {
+                entries,
+                order,
+                next,
+                ..
+            } = &item.source.run
+            {
+                let ahead = order[*next..].iter().take(limit);
+                times.extend(ahead.map(|&i| entries.timestamps[i as usize]));
+            }
+        }
+        if times.len() < limit {
+            return None;
+        }
+        let (_, nth, _) = match self.query.direction {
+            Direction::Backward => times.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a)),
+            Direction::Forward => times.select_nth_unstable(limit - 1),
+        };
+        Some(*nth)
+    }
+
+    /// Whether `block` may hold an answer, given [`reach`](Self::reach).
+    /// An entry at the very reach ties with the last answer, so a block
+    /// touching it stays.
+    pub(super) fn within_reach(&self, block: &BlockRef, reach: Option<i64>) -> bool {
+        match (reach, self.query.direction) {
+            (None, _) => true,
+            (Some(at), Direction::Backward) => block.max_ts >= at,
+            (Some(at), Direction::Forward) => block.min_ts <= at,
+        }
+    }
+
     fn push(&mut self, source: Source) {
         let key = source.heap_key(self.query.direction);
         self.heap.push(HeapItem { key, source });

@@ -651,3 +651,43 @@ fn a_repeated_filtered_query_reads_no_block_again() {
     assert!(held < 64 << 10, "the long lines were not kept: {held}");
     assert_eq!(uncached.stats().query_cache_hits, 0);
 }
+
+#[test]
+fn a_query_the_heads_answer_reads_no_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Database::open(dir.path(), manual_flush()).unwrap();
+    db.write(&entry_batch(0, 0, 50, "src")).unwrap();
+    db.flush().unwrap();
+    db.write(&entry_batch(0, 50, 50, "src")).unwrap();
+    let query = |limit: usize, direction: Direction| {
+        let mut q = Query::new(vec![
+            Matcher::equal("app", "a"),
+            Matcher::equal("team", "x"),
+        ]);
+        q.filters.push(LineFilter::contains(b"line", false));
+        q.limit = limit;
+        q.direction = direction;
+        let lines: Vec<i64> = db
+            .query(q)
+            .unwrap()
+            .map(|e| e.timestamp / 1_000_000)
+            .collect();
+        lines
+    };
+    // The newest 10 are all in the head: the block is not even looked up.
+    assert_eq!(
+        query(10, Direction::Backward),
+        (90..100).rev().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.stats().query_cache_misses + db.stats().query_cache_hits,
+        0
+    );
+    // More than the head holds, or the oldest: the block is read.
+    assert_eq!(
+        query(60, Direction::Backward),
+        (40..100).rev().collect::<Vec<_>>()
+    );
+    assert_eq!(query(10, Direction::Forward), (0..10).collect::<Vec<_>>());
+    assert_eq!(db.stats().query_cache_misses, 1);
+}
