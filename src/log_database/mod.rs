@@ -391,16 +391,9 @@ impl Database {
             self.kept.clone(),
         );
         let inner = self.read_inner();
-        // Blocks are grouped by where they are: a block shared by several
-        // selected streams is read once.
-        let mut blocks: BlockParts = Vec::new();
-        for id in inner.index.select(&selector) {
-            let stream = &inner.index.streams[&id];
-            for block in &stream.blocks {
-                if block.max_ts >= start && block.min_ts < end {
-                    blocks.push((stream.labels.clone(), *block));
-                }
-            }
+        let selected = inner.index.select(&selector);
+        for id in &selected {
+            let stream = &inner.index.streams[id];
             // In-memory entries: a head being flushed (it no longer
             // changes: shared when in order), and the head.
             if let Some(flushing) = &stream.flushing {
@@ -416,9 +409,20 @@ impl Database {
                 iter.add(run);
             }
         }
-        drop(inner);
+        // Blocks are grouped by where they are: a block shared by several
+        // selected streams is read once. Those beyond what the heads
+        // already answer are left out.
         let reach = iter.reach();
-        blocks.retain(|(_, b)| iter.within_reach(b, reach));
+        let mut blocks: BlockParts = Vec::new();
+        for id in &selected {
+            let stream = &inner.index.streams[id];
+            for block in &stream.blocks {
+                if block.max_ts >= start && block.min_ts < end && iter.within_reach(block, reach) {
+                    blocks.push((stream.labels.clone(), *block));
+                }
+            }
+        }
+        drop(inner);
         blocks.sort_unstable_by_key(|(_, b)| (b.partition, b.segment, b.offset));
         let mut blocks = blocks.into_iter().peekable();
         while let Some(first) = blocks.next() {

@@ -382,12 +382,17 @@ impl QueryIter {
                 .collect();
             return self.run(labels, Arc::new(entries), order);
         }
-        let mut kept = Entries::default();
-        for i in all {
-            let i = i as usize;
-            kept.push(entries.timestamps[i], entries.line(i), entries.level(i));
-        }
-        let kept = Arc::new(kept);
+        let kept = if all.len() == entries.len() {
+            // Every line passes: the part itself, not a copy.
+            Arc::new(entries)
+        } else {
+            let mut kept = Entries::default();
+            for i in all {
+                let i = i as usize;
+                kept.push(entries.timestamps[i], entries.line(i), entries.level(i));
+            }
+            Arc::new(kept)
+        };
         self.kept.insert(kept::Key::new(block, key), kept.clone());
         self.ranged(labels, kept)
     }
