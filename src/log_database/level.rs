@@ -4,6 +4,8 @@
 //! finds it (`pkg/distributor/field_detection.go`): a level field of a JSON
 //! or logfmt line, else words such as `ERROR` / `[warn]` in the line.
 
+use memchr::memmem;
+
 /// The name Loki gives it.
 pub const LABEL: &str = "detected_level";
 
@@ -219,38 +221,31 @@ const WORDS: &[(Level, &[&str])] = &[
     (Level::Debug, &["debug", "DEBUG"]),
 ];
 
-/// One automaton for every word, and the `WORDS` group of each: a line is
-/// read once, not once per word (22 searches of the lines that say none,
-/// such as stack-trace frames and access logs, were a tenth of catch-up).
-static SEARCH: std::sync::LazyLock<(aho_corasick::AhoCorasick, Vec<usize>)> =
+/// The word searchers, built once (a searcher per call would cost more
+/// than the search). One SIMD search per word measured faster than one
+/// aho-corasick pass for all of them, whose prefilter the short, common
+/// words defeat (21% of catch-up against 10%).
+static FINDERS: std::sync::LazyLock<Vec<(Level, Vec<memmem::Finder<'static>>)>> =
     std::sync::LazyLock::new(|| {
-        let (mut words, mut groups) = (Vec::new(), Vec::new());
-        for (group, (_, list)) in WORDS.iter().enumerate() {
-            words.extend_from_slice(list);
-            groups.extend(std::iter::repeat_n(group, list.len()));
-        }
-        let search = aho_corasick::AhoCorasick::builder()
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(&words)
-            .expect("a few short literal words always build");
-        (search, groups)
+        WORDS
+            .iter()
+            .map(|(level, words)| {
+                (
+                    *level,
+                    words
+                        .iter()
+                        .map(|w| memmem::Finder::new(w.as_bytes()))
+                        .collect(),
+                )
+            })
+            .collect()
     });
 
 fn words(line: &[u8]) -> Level {
-    let (search, groups) = &*SEARCH;
-    let mut seen = 0u32;
-    for found in search.find_overlapping_iter(line) {
-        let group = groups[found.pattern().as_usize()];
-        if group == 0 {
-            // The first group wins wherever it is.
-            return WORDS[0].0;
-        }
-        seen |= 1 << group;
-    }
-    match seen {
-        0 => Level::Unknown,
-        _ => WORDS[seen.trailing_zeros() as usize].0,
-    }
+    FINDERS
+        .iter()
+        .find(|(_, finders)| finders.iter().any(|f| f.find(line).is_some()))
+        .map_or(Level::Unknown, |(level, _)| *level)
 }
 
 #[cfg(test)]
@@ -259,7 +254,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn one_pass_over_the_words_agrees_with_a_search_for_each(
+        fn the_word_rules_agree_with_a_plain_search_for_each_word(
             line in "(info|INFO|err:|ERR|\\[err\\]|\\[error\\]|warn:|\\[warning\\]|WARNING|critical:|\\[CRITICAL|debug|DEBUG|[a-z\\[\\]:]| ){0,12}"
         ) {
             let line = line.as_bytes();
