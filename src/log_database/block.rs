@@ -28,6 +28,8 @@ use super::level::Level;
 const MAGIC: &[u8; 4] = b"MRB3";
 /// Blocks without the level column.
 const MAGIC_V2: &[u8; 4] = b"MRB2";
+/// What an entry costs in memory besides its line: timestamp, end, level.
+pub const HELD_PER_ENTRY: usize = 13;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 40;
 /// Bytes after the payload.
@@ -101,9 +103,25 @@ impl Entries {
     }
 
     /// What these entries count against the store's head memory: the
-    /// lines and 13 bytes a line for timestamp, end and level.
+    /// lines and [`HELD_PER_ENTRY`] bytes a line.
     pub fn held_bytes(&self) -> usize {
-        self.data.len() + 13 * self.len()
+        self.data.len() + HELD_PER_ENTRY * self.len()
+    }
+
+    /// Copies of the entries at `indices`, in that order.
+    pub fn select(&self, indices: impl IntoIterator<Item = usize>) -> Entries {
+        let mut out = Entries::default();
+        for i in indices {
+            out.push(self.timestamps[i], self.line(i), self.level(i));
+        }
+        out
+    }
+
+    /// The indices of these (sorted) entries with a time in `start..end`.
+    pub fn within(&self, start: i64, end: i64) -> std::ops::Range<usize> {
+        let lo = self.timestamps.partition_point(|&ts| ts < start);
+        let hi = self.timestamps.partition_point(|&ts| ts < end);
+        lo..hi.max(lo)
     }
 
     /// Number of entries.
@@ -129,16 +147,7 @@ impl Entries {
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.sort_by_key(|&i| self.timestamps[i]);
-        let mut out = Entries {
-            timestamps: Vec::with_capacity(self.len()),
-            ends: Vec::with_capacity(self.len()),
-            data: Vec::with_capacity(self.data.len()),
-            levels: Vec::with_capacity(self.len()),
-        };
-        for i in order {
-            out.push(self.timestamps[i], self.line(i), self.level(i));
-        }
-        out
+        self.select(order)
     }
 }
 

@@ -149,9 +149,7 @@ impl Database {
                     if let Some(stream) = inner.index.streams.get_mut(&id) {
                         let mut restored = (*head).clone();
                         let newer = std::mem::take(&mut stream.head);
-                        for i in 0..newer.len() {
-                            restored.push(newer.timestamps[i], newer.line(i), newer.level(i));
-                        }
+                        restored.extend(&newer);
                         stream.head = restored;
                         stream.flushing = None;
                     }
@@ -290,11 +288,7 @@ impl Database {
             {
                 end += 1;
             }
-            let mut run = Entries::default();
-            for i in start..end {
-                run.push(sorted.timestamps[i], sorted.line(i), sorted.level(i));
-            }
-            out.push((hour, Cow::Owned(run)));
+            out.push((hour, Cow::Owned(sorted.select(start..end))));
             start = end;
         }
         out

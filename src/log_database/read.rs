@@ -163,9 +163,10 @@ impl QueryIter {
     /// A loaded run of entries the filters already kept: only the range
     /// is left to apply.
     fn ranged(&self, labels: Arc<Labels>, kept: Arc<Entries>) -> Run {
-        let lo = kept.timestamps.partition_point(|&ts| ts < self.query.start);
-        let hi = kept.timestamps.partition_point(|&ts| ts < self.query.end);
-        let order = (lo as u32..hi.max(lo) as u32).collect();
+        let order = kept
+            .within(self.query.start, self.query.end)
+            .map(|i| i as u32)
+            .collect();
         self.run(labels, kept, order)
     }
 
@@ -197,25 +198,19 @@ impl QueryIter {
             &unsorted
         };
         let q = &self.query;
-        let mut picked = Entries::default();
-        if q.may_match(&head.data) {
-            let lo = head.timestamps.partition_point(|&ts| ts < q.start);
-            let hi = head.timestamps.partition_point(|&ts| ts < q.end);
+        let picked = if q.may_match(&head.data) {
+            let range = head.within(q.start, q.end);
             let keeps = |&i: &usize| q.keeps(head.line(i));
-            let take = |i: usize, picked: &mut Entries| {
-                picked.push(head.timestamps[i], head.line(i), head.level(i));
-            };
             match q.direction {
-                Direction::Forward => (lo..hi)
-                    .filter(keeps)
-                    .take(q.limit)
-                    .for_each(|i| take(i, &mut picked)),
+                Direction::Forward => head.select(range.filter(keeps).take(q.limit)),
                 Direction::Backward => {
-                    let newest: Vec<usize> = (lo..hi).rev().filter(keeps).take(q.limit).collect();
-                    newest.into_iter().rev().for_each(|i| take(i, &mut picked));
+                    let newest: Vec<usize> = range.rev().filter(keeps).take(q.limit).collect();
+                    head.select(newest.into_iter().rev())
                 }
             }
-        }
+        } else {
+            Entries::default()
+        };
         let order = (0..picked.len() as u32).collect();
         self.run(labels, Arc::new(picked), order)
     }
@@ -372,7 +367,7 @@ impl QueryIter {
         let all = kept_lines(&self.query, &entries, |_| true);
         let bytes: usize = all
             .iter()
-            .map(|&i| entries.line(i as usize).len() + 13)
+            .map(|&i| entries.line(i as usize).len() + block::HELD_PER_ENTRY)
             .sum();
         if bytes > kept::MAX_ANSWER_BYTES {
             let (start, end) = (self.query.start, self.query.end);
@@ -386,12 +381,7 @@ impl QueryIter {
             // Every line passes: the part itself, not a copy.
             Arc::new(entries)
         } else {
-            let mut kept = Entries::default();
-            for i in all {
-                let i = i as usize;
-                kept.push(entries.timestamps[i], entries.line(i), entries.level(i));
-            }
-            Arc::new(kept)
+            Arc::new(entries.select(all.into_iter().map(|i| i as usize)))
         };
         self.kept.insert(kept::Key::new(block, key), kept.clone());
         self.ranged(labels, kept)
