@@ -773,10 +773,17 @@ async fn deep_nesting_is_refused_and_the_server_stays_up() {
             assert!(body.contains("nests more than 100 levels"), "{body}");
         }
     }
-    // The 6 KB URL of the report, as a GET.
+    // The 6 KB URL of the report, as a GET, on a new connection: the
+    // server closes those it answered 413 before the body was read, and a
+    // pooled one may be closing just as it is reused.
     let q = format!("{}{range}{}", "(".repeat(2_000), ")".repeat(2_000));
-    let (status, _) = s.get("/loki/api/v1/query", &[("query", &q)]).await;
-    assert_eq!(status, 400);
+    let response = reqwest::Client::new()
+        .get(format!("{}/loki/api/v1/query", s.base))
+        .query(&[("query", q.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
     // Just under the limit: evaluated.
     for q in shapes(45) {
         s.json("/loki/api/v1/query_range", &[("query", &q), all(), end()])
