@@ -135,41 +135,48 @@ fn is_json(line: &[u8]) -> bool {
 }
 
 /// The first level field (by document order) of a JSON object, looked for
-/// in nested objects too.
+/// in nested objects too. Reading stops at the field: the rest of the line
+/// is not parsed (most loggers write the level first), as Loki's field
+/// lookup does not read past what it finds either.
 fn json_level(line: &[u8]) -> Option<String> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Find(usize);
-    impl<'de> Visitor<'de> for Find {
-        type Value = Option<String>;
+    use serde::de::{Deserializer, Error, MapAccess, Visitor};
+    use std::cell::RefCell;
+    /// Where the value goes; parsing then ends with an error on purpose.
+    struct Find<'f>(usize, &'f RefCell<Option<String>>);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if found.is_some() {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
+                let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                let raw = raw.get();
                 if FIELDS.contains(&key.as_ref()) {
-                    let value: serde_json::Value = map.next_value()?;
-                    if let serde_json::Value::String(s) = value {
-                        found = Some(s);
+                    if raw.starts_with('"')
+                        && let Ok(value) = serde_json::from_str::<String>(raw)
+                    {
+                        *self.1.borrow_mut() = Some(value);
+                        return Err(A::Error::custom("found"));
                     }
                     continue;
                 }
-                let raw: &'de serde_json::value::RawValue = map.next_value()?;
-                if self.0 < JSON_DEPTH && raw.get().starts_with('{') {
-                    let mut de = serde_json::Deserializer::from_str(raw.get());
-                    found = de.deserialize_map(Find(self.0 + 1)).ok().flatten();
+                if self.0 < JSON_DEPTH && raw.starts_with('{') {
+                    let mut de = serde_json::Deserializer::from_str(raw);
+                    let _ = de.deserialize_map(Find(self.0 + 1, self.1));
+                    if self.1.borrow().is_some() {
+                        return Err(A::Error::custom("found"));
+                    }
                 }
             }
-            Ok(found)
+            Ok(())
         }
     }
     let text = std::str::from_utf8(line).ok()?;
+    let found = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
-    de.deserialize_map(Find(0)).ok().flatten()
+    let _ = de.deserialize_map(Find(0, &found));
+    found.into_inner()
 }
 
 /// The value of the first level field (in [`FIELDS`] order) of a logfmt
@@ -272,6 +279,26 @@ mod tests {
         assert_eq!(l(r#"{"level":"ERROR","msg":"x"}"#), "error");
         assert_eq!(l(r#"{"msg":"x","log":{"level":"wrn"}}"#), "warn");
         assert_eq!(l(r#"{"severity":"fatal"}"#), "fatal");
+        assert_eq!(
+            l(r#"{"level":30,"msg":"x","lvl":"warn"}"#),
+            "warn",
+            "a string value counts"
+        );
+        assert_eq!(
+            l(r#"{"a":{"b":{"severity":"dbg"}},"level":"info"}"#),
+            "debug",
+            "document order"
+        );
+        assert_eq!(
+            l(r#"{"level":"error","msg":"cut short}"#),
+            "error",
+            "read up to the field"
+        );
+        assert_eq!(
+            l(r#"{"msg":"x" "level":"error"}"#),
+            "unknown",
+            "broken before the field: words"
+        );
         assert_eq!(
             l(r#"{"level":"notice","msg":"an info"}"#),
             "info",
