@@ -108,6 +108,22 @@ impl Entries {
         self.data.len() + HELD_PER_ENTRY * self.len()
     }
 
+    /// Empties the entries, keeping their buffers for reuse.
+    pub fn clear(&mut self) {
+        self.timestamps.clear();
+        self.ends.clear();
+        self.data.clear();
+        self.levels.clear();
+    }
+
+    /// Bytes the buffers have room for (what keeping them costs).
+    pub fn capacity_bytes(&self) -> usize {
+        self.timestamps.capacity() * 8
+            + self.ends.capacity() * 4
+            + self.data.capacity()
+            + self.levels.capacity()
+    }
+
     /// Copies of the entries at `indices`, in that order.
     pub fn select(&self, indices: impl IntoIterator<Item = usize>) -> Entries {
         let mut out = Entries::default();

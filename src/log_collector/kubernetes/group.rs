@@ -15,6 +15,8 @@ pub(super) struct Grouper<'o> {
     by_stream: HashMap<StreamId, usize>,
     /// Where each (source, stream) goes; `None`: dropped (no label set).
     slots: HashMap<(SourceId, Stream), Option<usize>>,
+    /// The last pair and its slot: entries come in runs of one file.
+    last: Option<((SourceId, Stream), Option<usize>)>,
 }
 
 impl<'o> Grouper<'o> {
@@ -24,6 +26,7 @@ impl<'o> Grouper<'o> {
             out,
             by_stream: HashMap::new(),
             slots: HashMap::new(),
+            last: None,
         }
     }
 
@@ -37,7 +40,24 @@ impl<'o> Grouper<'o> {
         message: &[u8],
         labels: impl FnOnce() -> Option<StreamEntries>,
     ) {
-        let slot = match self.slots.get(&(source, stream)) {
+        let slot = match self.last {
+            Some((pair, slot)) if pair == (source, stream) => slot,
+            _ => self.slot(source, stream, labels),
+        };
+        self.last = Some(((source, stream), slot));
+        if let Some(i) = slot {
+            self.out.streams[i].push(timestamp, message);
+        }
+    }
+
+    /// Where `(source, stream)` goes, found or made.
+    fn slot(
+        &mut self,
+        source: SourceId,
+        stream: Stream,
+        labels: impl FnOnce() -> Option<StreamEntries>,
+    ) -> Option<usize> {
+        match self.slots.get(&(source, stream)) {
             Some(slot) => *slot,
             None => {
                 let out = &mut *self.out;
@@ -50,9 +70,6 @@ impl<'o> Grouper<'o> {
                 self.slots.insert((source, stream), slot);
                 slot
             }
-        };
-        if let Some(i) = slot {
-            self.out.streams[i].push(timestamp, message);
         }
     }
 }
