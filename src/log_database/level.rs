@@ -139,6 +139,16 @@ fn is_json(line: &[u8]) -> bool {
 /// is not parsed (most loggers write the level first), as Loki's field
 /// lookup does not read past what it finds either.
 fn json_level(line: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut pos = 0;
+    match scan::object(text.as_bytes(), &mut pos, 0) {
+        Some(found) => found,
+        None => json_level_parsed(text),
+    }
+}
+
+/// [`json_level`] by serde_json, for what the scanner is not sure of.
+fn json_level_parsed(text: &str) -> Option<String> {
     use serde::de::{Deserializer, Error, MapAccess, Visitor};
     use std::cell::RefCell;
     /// Where the value goes; parsing then ends with an error on purpose.
@@ -172,11 +182,141 @@ fn json_level(line: &[u8]) -> Option<String> {
             Ok(())
         }
     }
-    let text = std::str::from_utf8(line).ok()?;
     let found = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
     let _ = de.deserialize_map(Find(0, &found));
     found.into_inner()
+}
+
+/// A scan of a JSON object's keys that builds no values: most JSON lines
+/// are plain (no escapes in keys or in the level), and this finds their
+/// level field in a fraction of a parse. Each function returns `None` when
+/// it is not sure (an escape, a byte it did not expect); the parser then
+/// decides, so valid JSON always gets the parser's answer.
+mod scan {
+    use super::{FIELDS, JSON_DEPTH};
+
+    fn ws(b: &[u8], pos: &mut usize) {
+        while matches!(b.get(*pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            *pos += 1;
+        }
+    }
+
+    fn expect(b: &[u8], pos: &mut usize, c: u8) -> Option<()> {
+        ws(b, pos);
+        (b.get(*pos) == Some(&c)).then(|| *pos += 1)
+    }
+
+    /// A string without escapes or control bytes, at `pos` (its quote).
+    fn plain_string<'b>(b: &'b [u8], pos: &mut usize) -> Option<&'b [u8]> {
+        let start = *pos + 1;
+        let len = memchr::memchr2(b'"', b'\\', b.get(start..)?)?;
+        let s = &b[start..start + len];
+        if b[start + len] != b'"' || s.iter().any(|&c| c < 0x20) {
+            return None;
+        }
+        *pos = start + len + 1;
+        Some(s)
+    }
+
+    /// Skips a string with any escapes (at its quote).
+    fn skip_string(b: &[u8], pos: &mut usize) -> Option<()> {
+        let mut i = *pos + 1;
+        loop {
+            i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+            if b[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            *pos = i + 1;
+            return Some(());
+        }
+    }
+
+    /// Skips any value at `pos`.
+    fn skip_value(b: &[u8], pos: &mut usize) -> Option<()> {
+        match *b.get(*pos)? {
+            b'"' => skip_string(b, pos),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match *b.get(*pos)? {
+                        b'"' => {
+                            skip_string(b, pos)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                *pos += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    *pos += 1;
+                }
+            }
+            _ => {
+                let start = *pos;
+                while matches!(b.get(*pos), Some(c) if !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                {
+                    *pos += 1;
+                }
+                let token = &b[start..*pos];
+                let number = !token.is_empty()
+                    && token
+                        .iter()
+                        .all(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'));
+                (number || matches!(token, b"true" | b"false" | b"null")).then_some(())
+            }
+        }
+    }
+
+    /// The first level field of the object at `pos`: `Some(None)` when it
+    /// has none, `None` when not sure.
+    pub(super) fn object(b: &[u8], pos: &mut usize, depth: usize) -> Option<Option<String>> {
+        expect(b, pos, b'{')?;
+        ws(b, pos);
+        if b.get(*pos) == Some(&b'}') {
+            *pos += 1;
+            return Some(None);
+        }
+        loop {
+            ws(b, pos);
+            if b.get(*pos) != Some(&b'"') {
+                return None;
+            }
+            let key = plain_string(b, pos)?;
+            expect(b, pos, b':')?;
+            ws(b, pos);
+            let first = *b.get(*pos)?;
+            if FIELDS.iter().any(|f| f.as_bytes() == key) {
+                // Only a string names a level; any other value is passed.
+                if first == b'"' {
+                    let value = plain_string(b, pos)?;
+                    return Some(Some(std::str::from_utf8(value).ok()?.to_owned()));
+                }
+                skip_value(b, pos)?;
+            } else if first == b'{' && depth < JSON_DEPTH {
+                if let Some(found) = object(b, pos, depth + 1)? {
+                    return Some(Some(found));
+                }
+            } else {
+                skip_value(b, pos)?;
+            }
+            ws(b, pos);
+            match b.get(*pos)? {
+                b',' => *pos += 1,
+                b'}' => {
+                    *pos += 1;
+                    return Some(None);
+                }
+                _ => return None,
+            }
+        }
+    }
 }
 
 /// The value of the first level field (in [`FIELDS`] order) of a logfmt
@@ -270,6 +410,45 @@ mod tests {
                 .find(|(_, list)| list.iter().any(|w| line.windows(w.len()).any(|x| x == w.as_bytes())))
                 .map_or(Level::Unknown, |(level, _)| *level);
             proptest::prop_assert_eq!(words(line), each);
+        }
+    }
+
+    /// JSON values whose keys are often level fields, some escaped, with
+    /// strings that need escaping and objects nested past the depth.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-1e6f64..1e6).prop_map(|f| serde_json::json!(f)),
+            any::<i32>().prop_map(|i| serde_json::json!(i)),
+            "(info|warn|x\"y|\\|\n|é|[a-z]{0,6})".prop_map(Value::String),
+        ];
+        let object = |inner: BoxedStrategy<Value>| {
+            prop::collection::vec(
+                ("(level|lvl|severity|msg|ts|a|b|log\\.level|le\"vel)", inner),
+                0..5,
+            )
+            .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+        };
+        let value = leaf.prop_recursive(10, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                object(inner.boxed()),
+            ]
+        });
+        object(value.boxed())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_scan_agrees_with_the_parser_on_json(value in json_value(), spaced in proptest::bool::ANY) {
+            let text = match spaced {
+                true => serde_json::to_string_pretty(&value).unwrap(),
+                false => serde_json::to_string(&value).unwrap(),
+            };
+            proptest::prop_assert_eq!(json_level(text.as_bytes()), json_level_parsed(&text));
         }
     }
 
