@@ -19,6 +19,7 @@ use super::decode::{Format, Stream};
 use super::group::Grouper;
 use super::join::{Joined, Joiner, Pending};
 use super::label::LabelRules;
+use super::memo::RunMemo;
 use super::metadata::PodCache;
 use super::sources::{SourceId, Sources};
 use super::wait::{Waiting, must_wait};
@@ -226,11 +227,6 @@ impl KubernetesCollector {
         Some(entries)
     }
 
-    /// Empties `out`, keeping its streams' buffers for the next batch.
-    fn recycle(&mut self, out: &mut WriteBatch) {
-        recycle(&mut self.spare, out, SPARE_BYTES);
-    }
-
     /// Fills `out` (cleared first) with the next labelled entries and
     /// checkpoints; blocks as the directory collector does.
     pub fn next_batch(
@@ -238,7 +234,7 @@ impl KubernetesCollector {
         out: &mut WriteBatch,
         timeout: Option<Duration>,
     ) -> Result<(), CollectorError> {
-        self.recycle(out);
+        recycle(&mut self.spare, out, SPARE_BYTES);
         // Wake up for held files and unfinished lines in time.
         let soonest = [
             self.waiting
@@ -379,25 +375,9 @@ impl KubernetesCollector {
         // their checkpoints; the rest go out now. Decided once per source
         // per batch, not per line.
         let mut ready: Vec<(SourceId, Joined)> = Vec::with_capacity(entries.len());
-        let mut waits: HashMap<SourceId, bool> = HashMap::new();
-        // Entries come in runs of one source: the last answer is kept.
-        let mut last: Option<(SourceId, bool)> = None;
+        let mut waits = RunMemo::new();
         for (id, joined) in entries {
-            let wait = match last {
-                Some((l, w)) if l == id => w,
-                _ => {
-                    let w = match waits.get(&id) {
-                        Some(w) => *w,
-                        None => {
-                            let w = self.waiting.is_holding(id) || self.must_wait(id);
-                            waits.insert(id, w);
-                            w
-                        }
-                    };
-                    last = Some((id, w));
-                    w
-                }
-            };
+            let wait = waits.get(id, || self.waiting.is_holding(id) || self.must_wait(id));
             if wait {
                 self.waiting.hold(id, joined);
             } else {
@@ -430,21 +410,13 @@ impl KubernetesCollector {
         // Stages 4 and 5: label and group, counting what goes out without
         // its pod's labels (once per source per batch, then per line).
         let unavailable = !self.cache.synced() || self.cache.failing();
-        let mut without: HashMap<SourceId, bool> = HashMap::new();
+        let mut without = RunMemo::new();
         let mut grouper = Grouper::new(out);
-        let mut last: Option<(SourceId, bool)> = None;
         for (id, joined) in &ready {
-            let missing = match last {
-                Some((l, m)) if l == *id => m,
-                _ => {
-                    let m = *without.entry(*id).or_insert_with(|| {
-                        self.sources.get(*id).identity.is_some()
-                            && self.sources.pod(*id, &self.cache).is_none()
-                    });
-                    last = Some((*id, m));
-                    m
-                }
-            };
+            let missing = without.get(*id, || {
+                self.sources.get(*id).identity.is_some()
+                    && self.sources.pod(*id, &self.cache).is_none()
+            });
             if missing {
                 match unavailable {
                     true => self.stats.without_metadata_api_unavailable += 1,

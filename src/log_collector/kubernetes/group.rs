@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::decode::Stream;
+use super::memo::RunMemo;
 use super::sources::SourceId;
 use crate::log_database::labels::StreamId;
 use crate::log_database::{StreamEntries, WriteBatch};
@@ -14,9 +15,7 @@ pub(super) struct Grouper<'o> {
     out: &'o mut WriteBatch,
     by_stream: HashMap<StreamId, usize>,
     /// Where each (source, stream) goes; `None`: dropped (no label set).
-    slots: HashMap<(SourceId, Stream), Option<usize>>,
-    /// The last pair and its slot: entries come in runs of one file.
-    last: Option<((SourceId, Stream), Option<usize>)>,
+    slots: RunMemo<(SourceId, Stream), Option<usize>>,
 }
 
 impl<'o> Grouper<'o> {
@@ -25,8 +24,7 @@ impl<'o> Grouper<'o> {
         Self {
             out,
             by_stream: HashMap::new(),
-            slots: HashMap::new(),
-            last: None,
+            slots: RunMemo::new(),
         }
     }
 
@@ -40,36 +38,17 @@ impl<'o> Grouper<'o> {
         message: &[u8],
         labels: impl FnOnce() -> Option<StreamEntries>,
     ) {
-        let slot = match self.last {
-            Some((pair, slot)) if pair == (source, stream) => slot,
-            _ => self.slot(source, stream, labels),
-        };
-        self.last = Some(((source, stream), slot));
+        let (out, by_stream) = (&mut *self.out, &mut self.by_stream);
+        let slot = self.slots.get((source, stream), || {
+            labels().map(|entries| {
+                *by_stream.entry(entries.id()).or_insert_with(|| {
+                    out.streams.push(entries);
+                    out.streams.len() - 1
+                })
+            })
+        });
         if let Some(i) = slot {
             self.out.streams[i].push(timestamp, message);
-        }
-    }
-
-    /// Where `(source, stream)` goes, found or made.
-    fn slot(
-        &mut self,
-        source: SourceId,
-        stream: Stream,
-        labels: impl FnOnce() -> Option<StreamEntries>,
-    ) -> Option<usize> {
-        match self.slots.get(&(source, stream)) {
-            Some(slot) => *slot,
-            None => {
-                let out = &mut *self.out;
-                let slot = labels().map(|entries| {
-                    *self.by_stream.entry(entries.id()).or_insert_with(|| {
-                        out.streams.push(entries);
-                        out.streams.len() - 1
-                    })
-                });
-                self.slots.insert((source, stream), slot);
-                slot
-            }
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod decode;
 mod group;
 pub mod join;
 mod label;
+mod memo;
 pub mod metadata;
 pub mod names;
 pub mod rotated;
