@@ -38,8 +38,16 @@ pub(super) struct Signal {
 impl Signal {
     /// Says entries or checkpoints were written.
     pub(super) fn written(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
-        self.ready.notify_one();
+        // Only the first write since a flush starts the interval; waking
+        // the thread for every later one would cost a wake-up per batch
+        // for nothing.
+        let was_dirty = std::mem::replace(
+            &mut self.state.lock().unwrap_or_else(|e| e.into_inner()).dirty,
+            true,
+        );
+        if !was_dirty {
+            self.ready.notify_one();
+        }
     }
 
     /// Asks for a flush as soon as possible; false when no maintenance
@@ -49,8 +57,9 @@ impl Signal {
         if s.threads == 0 || s.stop {
             return false;
         }
-        s.urgent = true;
-        self.ready.notify_one();
+        if !std::mem::replace(&mut s.urgent, true) {
+            self.ready.notify_one();
+        }
         true
     }
 
