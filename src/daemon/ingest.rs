@@ -15,7 +15,7 @@ use crate::log_collector::kubernetes::{KubernetesCollector, KubernetesStats};
 use crate::log_collector::service_name;
 use crate::log_collector::status::CollectorReport;
 use crate::log_database::labels::Labels;
-use crate::log_database::{Database, StreamEntries, WriteBatch};
+use crate::log_database::{Appended, Database, StreamEntries, WriteBatch};
 use crate::memory::{MemoryLimit, Pressure};
 use crate::shutdown::Shutdown;
 
@@ -129,6 +129,10 @@ pub fn run(
     started: impl FnOnce(),
 ) -> Result<(), CollectorError> {
     let mut write = WriteBatch::default();
+    // The last write's streams while live tails read them: back to the
+    // collector for reuse once they are done (usually before the next
+    // batch), so tails cost neither a copy nor fresh buffers.
+    let mut lent: Option<Arc<Appended>> = None;
     let mut warned = false;
     let mut started = Some(started);
     while !shutdown.is_triggered() {
@@ -148,10 +152,14 @@ pub fn run(
         } else {
             warned = false;
         }
+        if let Some(appended) = lent.take().and_then(|a| Arc::try_unwrap(a).ok()) {
+            write.streams = appended.streams;
+        }
         source.next(&mut write)?;
         if !(write.streams.is_empty() && write.checkpoints.is_empty()) {
-            if !write_patiently(db, &write, shutdown) {
-                break;
+            match write_patiently(db, &mut write, shutdown) {
+                Some(shared) => lent = shared,
+                None => break,
             }
             status.batch_written(&*source);
         }
@@ -193,16 +201,21 @@ pub fn directory_batch(batch: &Batch, clock: &mut ReaderClock, now: i64) -> Writ
     }
 }
 
-/// Writes `batch`, waiting while the store pushes back (its disk is full and
-/// its memory for unwritten entries used up). Returns `false` if shutdown
-/// began before the batch could be written; the collector keeps its place,
-/// so nothing is lost either way.
-pub fn write_patiently(db: &Database, batch: &WriteBatch, shutdown: &Shutdown) -> bool {
+/// Writes `batch` ([`Database::write_shared`]: live tails may take its
+/// streams, returned here), waiting while the store pushes back (its disk
+/// is full and its memory for unwritten entries used up). Returns `None`
+/// if shutdown began before the batch could be written; the collector
+/// keeps its place, so nothing is lost either way.
+pub fn write_patiently(
+    db: &Database,
+    batch: &mut WriteBatch,
+    shutdown: &Shutdown,
+) -> Option<Option<Arc<Appended>>> {
     let mut warned = false;
     loop {
-        match db.write(batch) {
-            Ok(()) => return true,
-            Err(_) if shutdown.is_triggered() => return false,
+        match db.write_shared(batch) {
+            Ok(shared) => return Some(shared),
+            Err(_) if shutdown.is_triggered() => return None,
             Err(error) => {
                 if !warned {
                     tracing::warn!(%error, "Waiting for the log store to accept writes again.");
@@ -258,11 +271,14 @@ mod tests {
                 if batch.is_idle() {
                     break;
                 }
-                assert!(write_patiently(
-                    &db,
-                    &directory_batch(&batch, &mut clock, now_ns()),
-                    &Shutdown::new()
-                ));
+                assert!(
+                    write_patiently(
+                        &db,
+                        &mut directory_batch(&batch, &mut clock, now_ns()),
+                        &Shutdown::new()
+                    )
+                    .is_some()
+                );
             }
             db.flush().unwrap();
             let q = Query::new(vec![Matcher::equal("path", &path)]);

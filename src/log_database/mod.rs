@@ -224,6 +224,13 @@ enum Flush {
     Later,
 }
 
+/// A batch to write: borrowed (tails get a copy) or lent mutably (tails
+/// get its streams).
+enum Given<'a> {
+    Borrowed(&'a WriteBatch),
+    Owned(&'a mut WriteBatch),
+}
+
 /// How many writes a live tail may fall behind before it is dropped.
 const TAIL_BUFFER: usize = 1024;
 
@@ -300,7 +307,28 @@ impl Database {
     /// memory and is retried. Fails only with [`Backpressure`], and then
     /// nothing of the batch was taken.
     pub fn write(&self, batch: &WriteBatch) -> Result<(), Backpressure> {
+        self.write_from(Given::Borrowed(batch)).map(drop)
+    }
+
+    /// [`write`](Self::write), handing the batch's streams themselves to
+    /// live tails instead of a copy: when there are tails, `batch.streams`
+    /// is left empty and the returned handle holds them; once the tails
+    /// have let go ([`Arc::try_unwrap`]) the caller can reuse the buffers.
+    /// On [`Backpressure`] the batch is left as it was.
+    pub fn write_shared(
+        &self,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<Arc<Appended>>, Backpressure> {
+        self.write_from(Given::Owned(batch))
+    }
+
+    fn write_from(&self, given: Given<'_>) -> Result<Option<Arc<Appended>>, Backpressure> {
+        let mut shared = None;
         let flush = {
+            let batch: &WriteBatch = match &given {
+                Given::Borrowed(batch) => batch,
+                Given::Owned(batch) => batch,
+            };
             let mut inner = self.write_inner();
             if inner.head_bytes >= self.config.max_head_bytes {
                 return Err(Backpressure {
@@ -329,19 +357,6 @@ impl Database {
                     && !inner.pending.contains_key(key);
                 inner.pending.insert(key.clone(), value.clone());
             }
-            // A write of checkpoints alone (a sink's cursor) is no news.
-            if self.appended.receiver_count() > 0
-                && batch.streams.iter().any(|s| !s.entries.is_empty())
-            {
-                let streams = batch
-                    .streams
-                    .iter()
-                    .filter(|s| !s.entries.is_empty())
-                    .cloned()
-                    .collect();
-                // Sent under the lock so tails see writes in order.
-                let _ = self.appended.send(Arc::new(Appended { streams }));
-            }
             // A forgotten checkpoint means a source is finished (its file
             // rotated away or deleted): its last lines cannot be re-read after
             // a crash, so they are made durable now.
@@ -350,13 +365,32 @@ impl Database {
             // the writer goes on; only when it falls a whole flush behind
             // does the writer wait and flush itself.
             let unflushed = inner.head_bytes.saturating_sub(inner.flushing_bytes);
-            if source_done || new_source || unflushed >= 2 * self.config.flush_bytes {
+            let flush = if source_done || new_source || unflushed >= 2 * self.config.flush_bytes {
                 Flush::Now
             } else if big_head || unflushed >= self.config.flush_bytes {
                 Flush::Soon
             } else {
                 Flush::Later
+            };
+            // A write of checkpoints alone (a sink's cursor) is no news.
+            if self.appended.receiver_count() > 0
+                && batch.streams.iter().any(|s| !s.entries.is_empty())
+            {
+                let streams = match given {
+                    Given::Borrowed(batch) => batch
+                        .streams
+                        .iter()
+                        .filter(|s| !s.entries.is_empty())
+                        .cloned()
+                        .collect(),
+                    Given::Owned(batch) => std::mem::take(&mut batch.streams),
+                };
+                let appended = Arc::new(Appended { streams });
+                // Sent under the lock so tails see writes in order.
+                let _ = self.appended.send(appended.clone());
+                shared = Some(appended);
             }
+            flush
         };
         let flush_now = match flush {
             Flush::Now => true,
@@ -371,7 +405,7 @@ impl Database {
             // batch itself was taken.
             let _ = self.flush();
         }
-        Ok(())
+        Ok(shared)
     }
 
     /// The durable checkpoints: where sources resume after a restart.

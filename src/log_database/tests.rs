@@ -691,3 +691,55 @@ fn a_query_the_heads_answer_reads_no_block() {
     assert_eq!(query(10, Direction::Forward), (0..10).collect::<Vec<_>>());
     assert_eq!(db.stats().query_cache_misses, 1);
 }
+
+#[test]
+fn tails_get_a_shared_write_and_hand_its_buffers_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        max_head_bytes: 4096,
+        ..manual_flush()
+    };
+    let (db, _) = Database::open(dir.path(), config).unwrap();
+    // No tail: nothing is taken.
+    let mut batch = entry_batch(0, 0, 10, "src");
+    assert!(db.write_shared(&mut batch).unwrap().is_none());
+    assert_eq!(batch.streams[0].entries.len(), 10);
+
+    // A tail receives the batch's own streams, in order; once it lets go,
+    // the writer gets them back whole.
+    let mut tail = db.subscribe();
+    let mut batch = entry_batch(1, 10, 10, "src");
+    let sent = db
+        .write_shared(&mut batch)
+        .unwrap()
+        .expect("a tail is subscribed");
+    assert!(batch.streams.is_empty());
+    let received = tail.try_recv().unwrap();
+    assert!(Arc::ptr_eq(&received, &sent));
+    assert_eq!(received.streams[0].entries.len(), 10);
+    assert!(
+        Arc::try_unwrap(sent.clone()).is_err(),
+        "the tail still holds it"
+    );
+    drop(received);
+    let back = Arc::try_unwrap(sent).expect("no one else holds it");
+    assert_eq!(
+        back.streams[0].entries.line(0),
+        entry_batch(1, 10, 1, "src").streams[0].entries.line(0)
+    );
+    assert_eq!(all_lines(&db).len(), 20);
+
+    // Refused for backpressure: the batch is left as it was.
+    db.inject_write_fault(Some(io::ErrorKind::StorageFull));
+    let mut refused = false;
+    for i in 2..100 {
+        let mut batch = entry_batch(2, i * 10, 10, "src");
+        if db.write_shared(&mut batch).is_err() {
+            assert_eq!(batch.streams[0].entries.len(), 10);
+            refused = true;
+            break;
+        }
+        let _ = db.flush();
+    }
+    assert!(refused, "writes are refused once heads are full");
+}
