@@ -33,6 +33,10 @@ pub(super) struct Writer {
     pub(super) fault: Option<io::ErrorKind>,
     /// The compression context, made at the first flush and kept.
     compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Test seam: a flush says it started writing blocks, then waits to
+    /// be let go, as a flush on a slow disk or slow cores would.
+    #[cfg(test)]
+    pub(super) stall: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
 }
 
 impl Writer {
@@ -44,6 +48,8 @@ impl Writer {
             next_segment,
             fault: None,
             compressor: None,
+            #[cfg(test)]
+            stall: None,
         }
     }
 }
@@ -183,6 +189,11 @@ impl Database {
         writer: &mut Writer,
         taken: &[(StreamId, Arc<Entries>)],
     ) -> Result<Vec<BlockRef>, StoreError> {
+        #[cfg(test)]
+        if let Some((started, go)) = &writer.stall {
+            let _ = started.send(());
+            let _ = go.recv();
+        }
         type Run<'e> = (StreamId, Cow<'e, Entries>);
         // Heads already in order (the usual case) are used as they are.
         let sorted: Vec<Run<'_>> = taken

@@ -258,6 +258,61 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_a_whole_flush_ahead_of_compression_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            flush_bytes: 4096,
+            ..Config::default()
+        };
+        let db = Arc::new(Database::open(dir.path(), config).unwrap().0);
+        let guard = db.start_maintenance(Duration::from_secs(3600)).unwrap();
+        let batch = |line: &[u8], at: &[u8]| WriteBatch {
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", "x")]),
+                [(now_ns(), line)],
+            )],
+            checkpoints: vec![("k".into(), Some(at.to_vec()))],
+        };
+        let large = vec![b'x'; 5000];
+        // A new source is durable at once, before any stall.
+        db.write(&batch(b"first", b"0")).unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        db.lock_writer().stall = Some((started_tx, go_rx));
+        // A flush's worth: the thread compresses it (and stalls there)
+        // while the writer goes on.
+        db.write(&batch(&large, b"1")).unwrap();
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the thread flushes a large head");
+        let write_aside = |line: Vec<u8>, at: &'static [u8]| {
+            let (db, (done_tx, done)) = (db.clone(), std::sync::mpsc::channel());
+            std::thread::spawn(move || {
+                db.write(&batch(&line, at)).unwrap();
+                let _ = done_tx.send(());
+            });
+            done
+        };
+        // Less than a whole flush beside it: the writer does not wait.
+        write_aside(b"small".to_vec(), b"2")
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a small write waited for the flush being compressed");
+        // A whole flush beside it: the writer waits, and flushes itself.
+        let done = write_aside(large.clone(), b"3");
+        assert!(
+            done.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the writer ran a whole flush ahead of compression"
+        );
+        assert_eq!(db.checkpoints()["k"], b"0");
+        drop(go);
+        done.recv_timeout(Duration::from_secs(10))
+            .expect("the writer goes on once the flush is done");
+        // Durable before the write returned: the writer flushed it.
+        assert_eq!(db.checkpoints()["k"], b"3");
+        guard.stop().unwrap();
+    }
+
+    #[test]
     fn dropping_the_guard_flushes_what_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);

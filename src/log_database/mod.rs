@@ -362,10 +362,15 @@ impl Database {
             // a crash, so they are made durable now.
             let source_done = batch.checkpoints.iter().any(|(_, v)| v.is_none());
             // Large heads are compressed on the maintenance thread while
-            // the writer goes on; only when it falls a whole flush behind
-            // does the writer wait and flush itself.
+            // the writer goes on; once a whole flush waits beside the one
+            // being compressed, the writer waits and flushes itself. Heads
+            // then hold at most about two flushes however far compression
+            // falls behind a reader (a catch-up on slow cores held three,
+            // a third of the node's memory).
             let unflushed = inner.head_bytes.saturating_sub(inner.flushing_bytes);
-            let flush = if source_done || new_source || unflushed >= 2 * self.config.flush_bytes {
+            let behind = unflushed >= 2 * self.config.flush_bytes
+                || (inner.flushing_bytes > 0 && unflushed >= self.config.flush_bytes);
+            let flush = if source_done || new_source || behind {
                 Flush::Now
             } else if big_head || unflushed >= self.config.flush_bytes {
                 Flush::Soon
