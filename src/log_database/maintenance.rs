@@ -297,7 +297,8 @@ mod tests {
         write_aside(b"small".to_vec(), b"2")
             .recv_timeout(Duration::from_secs(10))
             .expect("a small write waited for the flush being compressed");
-        // A whole flush beside it: the writer waits, and flushes itself.
+        // A whole flush beside it: the writer waits for the one being
+        // compressed, and the thread takes the next.
         let done = write_aside(large.clone(), b"3");
         assert!(
             done.recv_timeout(Duration::from_millis(200)).is_err(),
@@ -307,9 +308,19 @@ mod tests {
         drop(go);
         done.recv_timeout(Duration::from_secs(10))
             .expect("the writer goes on once the flush is done");
-        // Durable before the write returned: the writer flushed it.
-        assert_eq!(db.checkpoints()["k"], b"3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.checkpoints()["k"] != b"3" {
+            assert!(
+                Instant::now() < deadline,
+                "the pending flush waited for the interval"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         guard.stop().unwrap();
+        // Without the thread, the writer flushes a large head itself.
+        db.lock_writer().stall = None;
+        db.write(&batch(&large, b"4")).unwrap();
+        assert_eq!(db.checkpoints()["k"], b"4");
     }
 
     #[test]

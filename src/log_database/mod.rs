@@ -220,6 +220,9 @@ enum Flush {
     Now,
     /// On the maintenance thread, at once (before it returns if there is none).
     Soon,
+    /// Once the flush being compressed is done, on the maintenance thread:
+    /// the writer waits for compression but goes on reading beside it.
+    AfterCurrent,
     /// Within the flush interval.
     Later,
 }
@@ -362,16 +365,17 @@ impl Database {
             // a crash, so they are made durable now.
             let source_done = batch.checkpoints.iter().any(|(_, v)| v.is_none());
             // Large heads are compressed on the maintenance thread while
-            // the writer goes on; once a whole flush waits beside the one
-            // being compressed, the writer waits and flushes itself. Heads
-            // then hold at most about two flushes however far compression
-            // falls behind a reader (a catch-up on slow cores held three,
-            // a third of the node's memory).
+            // the writer goes on. Once a whole flush waits beside the one
+            // being compressed, the writer waits for that one to finish
+            // before it goes on: heads then hold about two flushes however
+            // far compression falls behind a reader (a catch-up on slow
+            // cores held three, a third of the node's memory), and reading
+            // still runs beside the next compression.
             let unflushed = inner.head_bytes.saturating_sub(inner.flushing_bytes);
-            let behind = unflushed >= 2 * self.config.flush_bytes
-                || (inner.flushing_bytes > 0 && unflushed >= self.config.flush_bytes);
-            let flush = if source_done || new_source || behind {
+            let flush = if source_done || new_source || unflushed >= 2 * self.config.flush_bytes {
                 Flush::Now
+            } else if inner.flushing_bytes > 0 && unflushed >= self.config.flush_bytes {
+                Flush::AfterCurrent
             } else if big_head || unflushed >= self.config.flush_bytes {
                 Flush::Soon
             } else {
@@ -400,6 +404,12 @@ impl Database {
         let flush_now = match flush {
             Flush::Now => true,
             Flush::Soon => !self.maintenance.flush_soon(),
+            Flush::AfterCurrent => {
+                // A flush holds the writer from taking the heads until
+                // its commit: this waits for the one being compressed.
+                drop(self.lock_writer());
+                !self.maintenance.flush_soon()
+            }
             Flush::Later => {
                 self.maintenance.written();
                 false
