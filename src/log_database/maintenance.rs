@@ -184,25 +184,35 @@ mod tests {
     use crate::log_database::labels::Labels;
     use crate::log_database::{Config, StreamEntries, WriteBatch, now_ns};
 
+    /// A write of `lines` to one stream that advances checkpoint `k` to
+    /// `at`; stamped now, since an old timestamp would fall to retention.
+    fn write_at(lines: &[&[u8]], at: &[u8]) -> WriteBatch {
+        WriteBatch {
+            streams: vec![StreamEntries::with(
+                Labels::new([("path", "x")]),
+                lines.iter().map(|line| (now_ns(), *line)),
+            )],
+            checkpoints: vec![("k".into(), Some(at.to_vec()))],
+        }
+    }
+
+    /// Waits until checkpoint `k` is durable at `at`; `what` says what
+    /// went wrong if it never is.
+    fn wait_durable(db: &Database, at: &[u8], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.checkpoints().get("k").map(Vec::as_slice) != Some(at) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn maintenance_makes_writes_durable_and_its_guard_stops_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);
         let guard = db.start_maintenance(Duration::from_millis(20)).unwrap();
-        let batch = WriteBatch {
-            // Now: an old timestamp would fall to retention at once.
-            streams: vec![StreamEntries::with(
-                Labels::new([("path", "x")]),
-                [(now_ns(), b"line")],
-            )],
-            checkpoints: vec![("k".into(), Some(b"v".to_vec()))],
-        };
-        db.write(&batch).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while db.checkpoints().is_empty() {
-            assert!(Instant::now() < deadline, "never flushed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        db.write(&write_at(&[b"line"], b"v")).unwrap();
+        wait_durable(&db, b"v", "never flushed");
         guard.stop().unwrap();
         assert_eq!(db.stats().chunks, 1);
     }
@@ -216,38 +226,18 @@ mod tests {
         };
         let db = Arc::new(Database::open(dir.path(), config).unwrap().0);
         let line = vec![b'x'; 600];
-        let batch = |at: &[u8]| WriteBatch {
-            streams: vec![StreamEntries::with(
-                Labels::new([("path", "x")]),
-                [(now_ns(), line.as_slice()), (now_ns(), line.as_slice())],
-            )],
-            checkpoints: vec![("k".into(), Some(at.to_vec()))],
-        };
+        let batch = |at: &[u8]| write_at(&[&line, &line], at);
         // Without the thread, the writer flushes a large head itself.
         db.write(&batch(b"1")).unwrap();
         db.write(&batch(b"2")).unwrap();
         assert_eq!(db.checkpoints()["k"], b"2", "flushed inside write");
         let guard = db.start_maintenance(Duration::from_secs(3600)).unwrap();
         db.write(&batch(b"3")).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while db.checkpoints()["k"] != b"3" {
-            assert!(
-                Instant::now() < deadline,
-                "an hour's interval was waited for"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_durable(&db, b"3", "an hour's interval was waited for");
         // Two blocks a write: its two lines are more than `block_bytes`.
         assert_eq!(db.stats().chunks, 6);
         // A small write still waits for the interval.
-        let small = WriteBatch {
-            streams: vec![StreamEntries::with(
-                Labels::new([("path", "x")]),
-                [(now_ns(), b"small".as_slice())],
-            )],
-            checkpoints: vec![("k".into(), Some(b"4".to_vec()))],
-        };
-        db.write(&small).unwrap();
+        db.write(&write_at(&[b"small"], b"4")).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(db.checkpoints()["k"], b"3");
         drop(guard);
@@ -266,13 +256,7 @@ mod tests {
         };
         let db = Arc::new(Database::open(dir.path(), config).unwrap().0);
         let guard = db.start_maintenance(Duration::from_secs(3600)).unwrap();
-        let batch = |line: &[u8], at: &[u8]| WriteBatch {
-            streams: vec![StreamEntries::with(
-                Labels::new([("path", "x")]),
-                [(now_ns(), line)],
-            )],
-            checkpoints: vec![("k".into(), Some(at.to_vec()))],
-        };
+        let batch = |line: &[u8], at: &[u8]| write_at(&[line], at);
         let large = vec![b'x'; 5000];
         // A new source is durable at once, before any stall.
         db.write(&batch(b"first", b"0")).unwrap();
@@ -308,14 +292,7 @@ mod tests {
         drop(go);
         done.recv_timeout(Duration::from_secs(10))
             .expect("the writer goes on once the flush is done");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while db.checkpoints()["k"] != b"3" {
-            assert!(
-                Instant::now() < deadline,
-                "the pending flush waited for the interval"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_durable(&db, b"3", "the pending flush waited for the interval");
         guard.stop().unwrap();
         // Without the thread, the writer flushes a large head itself.
         db.lock_writer().stall = None;
@@ -328,13 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path(), Config::default()).unwrap().0);
         let guard = db.start_maintenance(Duration::from_secs(3600)).unwrap();
-        let batch = |line: &[u8], at: &[u8]| WriteBatch {
-            streams: vec![StreamEntries::with(
-                Labels::new([("path", "x")]),
-                [(now_ns(), line)],
-            )],
-            checkpoints: vec![("k".into(), Some(at.to_vec()))],
-        };
+        let batch = |line: &[u8], at: &[u8]| write_at(&[line], at);
         // The first checkpoint of a source is durable at once; the next
         // write waits for the interval.
         db.write(&batch(b"one", b"1")).unwrap();
