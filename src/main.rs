@@ -322,6 +322,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    monitoring_rs::memory::bound_allocator_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
