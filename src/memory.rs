@@ -9,6 +9,9 @@
 //!   batches: the files keep the lines) and new queries are refused with
 //!   503;
 //! - at [`Pressure::Critical`] (95 %) running queries are stopped too.
+//!
+//! It also bounds what the allocator keeps after a burst of queries
+//! ([`bound_allocator_arenas`]).
 
 use std::path::Path;
 
