@@ -108,14 +108,18 @@ fn arena_limit(env: Option<&std::ffi::OsStr>) -> Option<i32> {
 /// Bounds the allocator's per-thread arenas (see [`ALLOCATOR_ARENAS`]).
 /// Call first in `main`, before any thread starts.
 pub fn bound_allocator_arenas() {
+    let Some(arenas) = arena_limit(std::env::var_os("MALLOC_ARENA_MAX").as_deref()) else {
+        return;
+    };
+    // SAFETY: mallopt only sets an allocator parameter; called before
+    // other threads exist, nothing allocates concurrently.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if let Some(arenas) = arena_limit(std::env::var_os("MALLOC_ARENA_MAX").as_deref()) {
-        // SAFETY: mallopt only sets an allocator parameter; called before
-        // other threads exist, nothing allocates concurrently.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas);
-        }
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
+    // Other C libraries (musl) keep no per-thread arenas of glibc's kind.
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
 }
 
 #[cfg(test)]
